@@ -1,0 +1,62 @@
+"""From a validated wire event (``schemas.v1``) to a domain interaction.
+
+The wire contract and the domain evolve separately: this is the one place that knows both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain import interactions as di
+from schemas import v1
+
+
+@dataclass(frozen=True)
+class Addressed:
+    """A domain interaction with the account it belongs to."""
+
+    program_id: str
+    patient_id: str
+    interaction: di.Interaction
+
+
+def to_interaction(event: v1.InteractionV1) -> Addressed:
+    """Map a validated CloudEvent onto the domain's interaction for its ``type``."""
+    cause = {"source": event.source, "source_id": event.id, "occurred_at": event.time}
+    interaction: di.Interaction
+    match event:
+        case v1.PatientEnrolled(data=data):
+            interaction = di.Enrolment(**cause, channel=data.channel, referred_by=data.referred_by)
+        case v1.VisitCompleted(data=data):
+            interaction = di.Visit(**cause, visit_id=data.visit_id, visit_type=data.visit_type)
+        case v1.CheckupCompleted(data=data):
+            interaction = di.Checkup(**cause, checkup_type=data.checkup_type)
+        case v1.AssessmentCompleted(data=data):
+            interaction = di.Assessment(**cause, assessment_id=data.assessment_id)
+        case v1.ReviewSubmitted(data=data):
+            interaction = di.Review(**cause, rating=data.rating)
+        case v1.ActivityReading(data=data):
+            interaction = di.StepsReading(**cause, day=data.day, steps=data.value)
+        case v1.ReferralMade(data=data):
+            interaction = di.Referral(**cause, referee=data.referee)
+        case v1.PaymentRecorded(data=data):
+            interaction = di.Payment(**cause, amount=data.amount, currency=data.currency)
+        case v1.RedemptionRequested(data=data):
+            interaction = di.RedemptionRequest(
+                **cause,
+                redemption_id=data.redemption_id,
+                reward_id=data.reward_id,
+                points=data.points,
+            )
+        case v1.RedemptionCancelled(data=data):
+            interaction = di.RedemptionCancellation(**cause, redemption_id=data.redemption_id)
+        case v1.InteractionVoided(data=data):
+            interaction = di.Void(
+                **cause,
+                voided_source=data.voided_source,
+                voided_id=data.voided_id,
+                reason=data.reason,
+            )
+        case _:
+            raise TypeError(f"no domain interaction for {type(event).__name__}")
+    return Addressed(event.programid, event.subject, interaction)

@@ -1,0 +1,392 @@
+"""The one application service that writes the ledger.
+
+Every entry point (``careledger ingest``, the Kafka worker, maintenance, the referral relay)
+goes through :class:`Ledger`, so the same validation and domain code decide everything.
+
+The service is synchronous, like the ``eventsourcing`` library under it; async callers run it
+in a worker thread (see ``docs/adr/0002-sync-event-store-under-async-runtime.md``). A lock
+serialises callers because the aggregate cache is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.utils import get_topic
+
+from careledger.intake import to_interaction
+from careledger.store import LedgerStore
+from domain.account import ACCEPTED, PatientAccount, entries_of
+from domain.errors import LedgerError, UnknownProgram
+from domain.ids import account_id
+from domain.program import Program
+from domain.rejection import RejectedInput
+from domain.values import Balance, LedgerEntry
+from schemas.validation import InvalidInteraction, parse_interaction
+
+log = logging.getLogger(__name__)
+
+REJECTED = "rejected"
+DUPLICATE = "duplicate"
+RELAY = "referral-relay"
+SAVE_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One raw input: a Kafka record or a line of a file.
+
+    ``origin`` says where it came from (``kafka:<topic>:<partition>:<offset>`` or
+    ``file:<run>:<line>``) and makes the id of its dead letter if it is refused.
+    """
+
+    origin: str
+    raw: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one input. ``event_type`` is only set for valid events."""
+
+    origin: str
+    outcome: str  # accepted | duplicate | rejected
+    event_type: str | None = None
+    code: str | None = None
+    reason: str | None = None
+
+
+class PositionConflict(Exception):
+    """Raised when a batch's positions are not ahead of the stored ones.
+
+    Another consumer committed those records first (this one lost its partitions in a
+    rebalance); nothing of the batch was written. The caller re-reads positions and moves on.
+    """
+
+
+@dataclass
+class MaintenanceReport:
+    """What one maintenance run changed."""
+
+    accounts: int = 0
+    changed_accounts: int = 0
+    lots_expired: int = 0
+    tier_changes: int = 0
+
+
+@dataclass
+class _Prepared:
+    inbound: Inbound
+    result: Result | None = None  # set when refused before reaching an account
+    program: Program | None = None
+    account_key: UUID | None = None
+    addressed: Any = None
+    rejection_source: tuple[str | None, str | None] = (None, None)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Ledger:
+    """Applies batches of inputs to patient accounts and stores them in one transaction."""
+
+    def __init__(self, store: LedgerStore, programs: dict[str, Program], cache_size: int) -> None:
+        self.store = store
+        self.programs = programs
+        self.cache_size = cache_size
+        self._cache: OrderedDict[UUID, PatientAccount] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------- ingestion
+    def apply_batch(
+        self, inputs: Sequence[Inbound], positions: Sequence[Tracking] = ()
+    ) -> list[Result]:
+        """Apply inputs in order and commit their effects, refusals and ``positions`` at once.
+
+        Raises :class:`PositionConflict` (nothing written) if a position is not ahead of
+        the stored one.
+        """
+        prepared = [self._prepare(item) for item in inputs]
+        with self._lock:
+            poisoned: set[int] = set()
+            for attempt in range(1, 6):
+                try:
+                    return self._apply_prepared(prepared, positions, poisoned)
+                except _Poisoned as poison:
+                    poisoned.add(poison.index)
+                except IntegrityError:
+                    if self._positions_behind(positions):
+                        raise PositionConflict(
+                            "positions already recorded by another consumer"
+                        ) from None
+                    log.warning("write conflict on attempt %d; reloading accounts", attempt)
+            raise RuntimeError("could not commit the batch after 5 attempts")
+
+    def _prepare(self, inbound: Inbound) -> _Prepared:
+        try:
+            event = parse_interaction(inbound.raw, now=inbound.received_at)
+        except InvalidInteraction as exc:
+            result = Result(inbound.origin, REJECTED, None, exc.code, exc.reason)
+            return _Prepared(inbound, result, rejection_source=(exc.source, exc.source_id))
+        addressed = to_interaction(event)
+        program = self.programs.get(addressed.program_id)
+        if program is None:
+            result = Result(
+                inbound.origin,
+                REJECTED,
+                event.type,
+                UnknownProgram.code,
+                "programid: not a program this ledger runs",
+            )
+            return _Prepared(inbound, result, rejection_source=(event.source, event.id))
+        return _Prepared(
+            inbound,
+            program=program,
+            account_key=account_id(program.program_id, addressed.patient_id),
+            addressed=addressed,
+            rejection_source=(event.source, event.id),
+            extra={"type": event.type},
+        )
+
+    def _apply_prepared(
+        self, prepared: list[_Prepared], positions: Sequence[Tracking], poisoned: set[int]
+    ) -> list[Result]:
+        touched: dict[UUID, PatientAccount] = {}
+        results: list[Result] = []
+        rejections: list[RejectedInput] = []
+        try:
+            for index, item in enumerate(prepared):
+                result = item.result or self._apply_one(index, item, touched, poisoned)
+                if result.outcome == REJECTED:
+                    rejections.append(self._rejection(item, result))
+                results.append(result)
+            self._save([*touched.values(), *rejections], positions)
+        except BaseException:
+            self._evict(touched)
+            raise
+        return results
+
+    def _apply_one(
+        self,
+        index: int,
+        item: _Prepared,
+        touched: dict[UUID, PatientAccount],
+        poisoned: set[int],
+    ) -> Result:
+        origin, event_type = item.inbound.origin, item.extra["type"]
+        if index in poisoned:
+            return Result(
+                origin,
+                REJECTED,
+                event_type,
+                "internal_error",
+                "the ledger failed on this event; it was set aside for review",
+            )
+        assert item.program is not None and item.account_key is not None
+        account = touched.get(item.account_key) or self._account(
+            item.program, item.addressed.patient_id
+        )
+        touched[account.id] = account
+        try:
+            outcome = account.handle(item.addressed.interaction, item.program)
+        except LedgerError as exc:
+            return Result(origin, REJECTED, event_type, exc.code, str(exc))
+        except Exception as exc:
+            log.exception("ledger failed on %s (%s)", origin, event_type)
+            raise _Poisoned(index) from exc
+        return Result(origin, outcome if outcome == ACCEPTED else DUPLICATE, event_type)
+
+    @staticmethod
+    def _rejection(item: _Prepared, result: Result) -> RejectedInput:
+        source, source_id = item.rejection_source
+        return RejectedInput.record(
+            origin=item.inbound.origin,
+            code=result.code or "rejected",
+            reason=result.reason or "",
+            source=source,
+            source_id=source_id,
+            received_at=item.inbound.received_at,
+        )
+
+    def _positions_behind(self, positions: Sequence[Tracking]) -> bool:
+        for tracking in positions:
+            stored = self.store.position(tracking.application_name)
+            if stored is not None and stored >= tracking.notification_id:
+                return True
+        return False
+
+    # ------------------------------------------------------------ accounts
+    def _account(self, program: Program, patient_id: str) -> PatientAccount:
+        key = account_id(program.program_id, patient_id)
+        account = self._cache.get(key)
+        if account is not None:
+            self._cache.move_to_end(key)
+            return account
+        try:
+            account = self.store.repository.get(key)
+        except AggregateNotFoundError:
+            account = PatientAccount.open(program, patient_id)
+        assert isinstance(account, PatientAccount)
+        self._cache[key] = account
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return account
+
+    def _evict(self, accounts: dict[UUID, PatientAccount]) -> None:
+        for key in accounts:
+            self._cache.pop(key, None)
+
+    def _save(self, aggregates: Sequence[Any], positions: Sequence[Tracking] = ()) -> None:
+        pending = [a for a in aggregates if a.pending_events]
+        if pending or positions:
+            self.store.save(*pending, trackings=list(positions))
+
+    def load_account(self, program_id: str, patient_id: str) -> PatientAccount | None:
+        """The account as stored (not from the cache), or ``None`` if it was never opened."""
+        try:
+            account = self.store.repository.get(account_id(program_id, patient_id))
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(account, PatientAccount)
+        return account
+
+    def balance(self, program_id: str, patient_id: str) -> Balance | None:
+        """A patient's balance, or ``None`` if the patient has no account in the program."""
+        program = self._program(program_id)
+        account = self.load_account(program_id, patient_id)
+        return account.balance(program) if account else None
+
+    def statement(self, program_id: str, patient_id: str) -> list[LedgerEntry]:
+        """Every ledger entry of an account, in ledger order (oldest first)."""
+        events = self.store.events.get(account_id(program_id, patient_id))
+        return [entry for event in events for entry in entries_of(event)]
+
+    def _program(self, program_id: str) -> Program:
+        try:
+            return self.programs[program_id]
+        except KeyError:
+            raise UnknownProgram(f"no program {program_id!r}") from None
+
+    # --------------------------------------------------------- maintenance
+    def maintain(self, program_id: str, as_of: datetime) -> MaintenanceReport:
+        """Expire lots due by ``as_of`` and set tiers, for every account of the program."""
+        program = self._program(program_id)
+        report = MaintenanceReport()
+        with self._lock:
+            batch: dict[UUID, PatientAccount] = {}
+            for patient_id in self._patients(program_id):
+                account = self._account(program, patient_id)
+                report.accounts += 1
+                account.maintain(as_of, program)
+                if account.pending_events:
+                    report.changed_accounts += 1
+                    for event in account.pending_events:
+                        report.lots_expired += isinstance(event, PatientAccount.PointsExpired)
+                        report.tier_changes += isinstance(event, PatientAccount.TierChanged)
+                    batch[account.id] = account
+                if len(batch) >= SAVE_CHUNK:
+                    self._save_or_evict(batch)
+            self._save_or_evict(batch)
+        return report
+
+    def _save_or_evict(self, batch: dict[UUID, PatientAccount]) -> None:
+        try:
+            self._save(list(batch.values()))
+        except BaseException:
+            self._evict(batch)
+            raise
+        batch.clear()
+
+    def _patients(self, program_id: str) -> Iterator[str]:
+        topic = get_topic(PatientAccount.Opened)
+        start = 1
+        while True:
+            notifications = self.store.recorder.select_notifications(start, 1000, topics=[topic])
+            for notification in notifications:
+                opened = self.store.mapper.to_domain_event(notification)
+                assert isinstance(opened, PatientAccount.Opened)
+                if opened.program_id == program_id:
+                    yield opened.patient_id
+            if len(notifications) < 1000:
+                return
+            start = notifications[-1].id + 1
+
+    # ------------------------------------------------------ referral relay
+    def relay_referrals(self, limit: int = 1000) -> int:
+        """Carry referral facts between the referrer's and the referee's accounts.
+
+        Follows the ledger from its own recorded position; each step's writes and the new
+        position commit together, so a crash never pays a bonus twice or skips one. Returns
+        how many referral events were handled; call until it returns 0 to catch up.
+        """
+        topics = [
+            get_topic(PatientAccount.ReferralMade),
+            get_topic(PatientAccount.ReferralQualified),
+        ]
+        with self._lock:
+            position = self.store.position(RELAY) or 0
+            notifications = self.store.recorder.select_notifications(
+                position + 1, limit, topics=topics
+            )
+            if not notifications:
+                return 0
+            touched: dict[UUID, PatientAccount] = {}
+            try:
+                for notification in notifications:
+                    self._relay_one(self.store.mapper.to_domain_event(notification), touched)
+                self._save(list(touched.values()), [Tracking(RELAY, notifications[-1].id)])
+            except BaseException:
+                self._evict(touched)
+                raise
+            return len(notifications)
+
+    def _relay_one(self, event: Any, touched: dict[UUID, PatientAccount]) -> None:
+        source = touched.get(event.originator_id) or self._cached_or_loaded(event.originator_id)
+        program = self._program(source.program_id)
+        if isinstance(event, PatientAccount.ReferralMade):
+            referee = self._touch(program, event.referee, touched)
+            try:
+                referee.note_referral(
+                    source.patient_id, event.occurred_at, event.source, event.source_id, program
+                )
+            except LedgerError as exc:  # pragma: no cover - refused at intake already
+                log.warning("referral not recorded: %s", exc.code)
+        elif isinstance(event, PatientAccount.ReferralQualified):
+            referrer = self._touch(program, event.referrer, touched)
+            referrer.pay_referrer_bonus(source.patient_id, event.qualified_at, program)
+
+    def _touch(
+        self, program: Program, patient_id: str, touched: dict[UUID, PatientAccount]
+    ) -> PatientAccount:
+        key = account_id(program.program_id, patient_id)
+        account = touched.get(key) or self._account(program, patient_id)
+        touched[key] = account
+        return account
+
+    def _cached_or_loaded(self, key: UUID) -> PatientAccount:
+        account = self._cache.get(key)
+        if account is None:
+            loaded = self.store.repository.get(key)
+            assert isinstance(loaded, PatientAccount)
+            return loaded
+        return account
+
+    def relay_until_idle(self) -> int:
+        """Run the referral relay until nothing is left to carry; returns events handled."""
+        total = 0
+        while handled := self.relay_referrals():
+            total += handled
+        return total
+
+
+class _Poisoned(Exception):
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index

@@ -1,0 +1,154 @@
+"""The event store: the ``eventsourcing`` library on PostgreSQL or SQLite.
+
+Two things are added to the library's recorders:
+
+* **Several positions per transaction.** A batch read from Kafka spans partitions; every
+  partition's position is recorded as a single-row tracking record *in the same transaction*
+  as the ledger events (``trackings=[...]`` passed through ``Application.save``). The library's
+  single-row tracking only ever moves a position forward, so a stale writer (a worker that lost
+  its partitions in a rebalance) fails with ``IntegrityError`` and commits nothing.
+* **A settings-only environment.** The library normally merges ``os.environ`` into its
+  configuration; settings are read once at the entry point instead, so that is switched off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import JSONTranscoder, StoredEvent, Tracking, Transcoding
+from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+from eventsourcing.utils import Environment, EnvType
+from psycopg import Cursor
+from psycopg.rows import DictRow
+
+from domain.values import Allocation, Credit, LedgerEntry
+
+APPLICATION_NAME = "careledger"
+
+
+class PostgresLedgerRecorder(PostgresProcessRecorder):
+    """Records events with any number of tracking positions in one transaction."""
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        for tracking in kwargs.get("trackings", ()):
+            self._insert_tracking(curs, tracking=tracking)
+        super()._insert_events(curs, stored_events, **kwargs)
+
+
+class SQLiteLedgerRecorder(SQLiteProcessRecorder):
+    """SQLite twin of :class:`PostgresLedgerRecorder`."""
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        returning = super()._insert_events(c, stored_events, **kwargs)
+        for tracking in kwargs.get("trackings", ()):
+            self._insert_tracking(c, tracking)
+        return returning
+
+
+class DataclassAsDict(Transcoding):
+    """Stores a frozen value dataclass as a dict of its fields."""
+
+    def __init__(self, cls: type[Any]) -> None:
+        self.type = cls
+        self.name = cls.__name__
+        self.fields = tuple(f.name for f in dataclasses.fields(cls))
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {name: getattr(obj, name) for name in self.fields}
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        return self.type(**data)
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class LedgerStore(Application):
+    """The careledger event store (an ``eventsourcing`` application with our recorders)."""
+
+    name = APPLICATION_NAME
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        return Environment(name, dict(env or {}))
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+        for value_class in (LedgerEntry, Credit, Allocation):
+            transcoder.register(DataclassAsDict(value_class))
+
+    def position(self, name: str) -> int | None:
+        """The last position recorded under ``name`` (a Kafka partition, a follower)."""
+        recorder = self.recorder
+        assert hasattr(recorder, "max_tracking_id")
+        position: int | None = recorder.max_tracking_id(name)
+        return position
+
+
+def store_env(database_url: str, schema: str = "") -> dict[str, str]:
+    """The ``eventsourcing`` environment for a ``postgresql://`` or ``sqlite:///`` URL."""
+    parts = urlsplit(database_url)
+    if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+asyncpg"):
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "APPLICATION_RECORDER_TOPIC": "careledger.store:PostgresLedgerRecorder",
+            "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
+            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_LOCK_TIMEOUT": "30",
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "60",
+            "POSTGRES_PRE_PING": "y",
+            "CREATE_TABLE": "y",
+        }
+        if schema:
+            env["POSTGRES_SCHEMA"] = schema
+        return env
+    if parts.scheme == "sqlite":
+        path = sqlite_path(database_url)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "APPLICATION_RECORDER_TOPIC": "careledger.store:SQLiteLedgerRecorder",
+            "SQLITE_DBNAME": path if path != ":memory:" else "file::memory:?cache=shared",
+            "SQLITE_LOCK_TIMEOUT": "30",
+            "CREATE_TABLE": "y",
+        }
+    raise ValueError("database URL must start with postgresql:// or sqlite:///")
+
+
+def sqlite_path(database_url: str) -> str:
+    """The file a ``sqlite:///relative`` or ``sqlite:////absolute`` URL names."""
+    rest = database_url.split("sqlite://", 1)[1]
+    return rest[1:] if rest.startswith("/") else rest
+
+
+def open_store(database_url: str, schema: str = "") -> LedgerStore:
+    """Open (creating tables if needed) the event store at ``database_url``."""
+    return LedgerStore(env=store_env(database_url, schema))
+
+
+__all__ = ["LedgerStore", "Tracking", "open_store", "store_env"]

@@ -1,0 +1,104 @@
+"""What the ledger is asked to apply: one value per kind of patient interaction.
+
+These are domain commands, separate from the wire schemas in ``schemas/``: the application
+maps a validated CloudEvent onto one of these. Every interaction carries its cause (the
+CloudEvents ``source`` and ``id``) and its event time; nothing here knows about JSON or Kafka.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interaction:
+    """The cause every ledger decision is traced to."""
+
+    source: str
+    source_id: str
+    occurred_at: datetime
+
+    kind = "interaction"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Enrolment(Interaction):
+    channel: str
+    referred_by: str | None = None
+    kind = "patient.enrolled"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Visit(Interaction):
+    visit_id: str
+    visit_type: str
+    kind = "visit.completed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkup(Interaction):
+    checkup_type: str
+    kind = "checkup.completed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assessment(Interaction):
+    assessment_id: str
+    kind = "assessment.completed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Review(Interaction):
+    rating: int
+    kind = "review.submitted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepsReading(Interaction):
+    day: date
+    steps: int
+    kind = "activity.reading"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Referral(Interaction):
+    referee: str
+    kind = "referral.made"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Payment(Interaction):
+    amount: Decimal
+    currency: str
+    kind = "payment.recorded"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedemptionRequest(Interaction):
+    redemption_id: str
+    reward_id: str
+    points: int
+    kind = "redemption.requested"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedemptionCancellation(Interaction):
+    redemption_id: str
+    kind = "redemption.cancelled"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Void(Interaction):
+    voided_source: str
+    voided_id: str
+    reason: str
+    kind = "interaction.voided"
+
+
+# Interactions that do not make a patient "active" for retention: they move points or money
+# but are not engagement with care.
+NOT_ENGAGEMENT = frozenset(
+    {"redemption.requested", "redemption.cancelled", "payment.recorded", "interaction.voided"}
+)
