@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 from urllib.parse import unquote, urlsplit
 
 from eventsourcing.application import Application
@@ -82,7 +83,7 @@ class DateAsISO(Transcoding):
         return date.fromisoformat(data)
 
 
-class LedgerStore(Application):
+class LedgerStore(Application[UUID]):
     """The careledger event store (an ``eventsourcing`` application with our recorders)."""
 
     name = APPLICATION_NAME
