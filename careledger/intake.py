@@ -25,32 +25,32 @@ def to_interaction(event: v1.InteractionV1) -> Addressed:
     cause = {"source": event.source, "source_id": event.id, "occurred_at": event.time}
     interaction: di.Interaction
     match event:
-        case v1.PatientEnrolled(data=data):
+        case v1.PatientEnrolledV1(data=data):
             interaction = di.Enrolment(**cause, channel=data.channel, referred_by=data.referred_by)
-        case v1.VisitCompleted(data=data):
+        case v1.VisitCompletedV1(data=data):
             interaction = di.Visit(**cause, visit_id=data.visit_id, visit_type=data.visit_type)
-        case v1.CheckupCompleted(data=data):
+        case v1.CheckupCompletedV1(data=data):
             interaction = di.Checkup(**cause, checkup_type=data.checkup_type)
-        case v1.AssessmentCompleted(data=data):
+        case v1.AssessmentCompletedV1(data=data):
             interaction = di.Assessment(**cause, assessment_id=data.assessment_id)
-        case v1.ReviewSubmitted(data=data):
+        case v1.ReviewSubmittedV1(data=data):
             interaction = di.Review(**cause, rating=data.rating)
-        case v1.ActivityReading(data=data):
+        case v1.ActivityReadingV1(data=data):
             interaction = di.StepsReading(**cause, day=data.day, steps=data.value)
-        case v1.ReferralMade(data=data):
+        case v1.ReferralMadeV1(data=data):
             interaction = di.Referral(**cause, referee=data.referee)
-        case v1.PaymentRecorded(data=data):
+        case v1.PaymentRecordedV1(data=data):
             interaction = di.Payment(**cause, amount=data.amount, currency=data.currency)
-        case v1.RedemptionRequested(data=data):
+        case v1.RedemptionRequestedV1(data=data):
             interaction = di.RedemptionRequest(
                 **cause,
                 redemption_id=data.redemption_id,
                 reward_id=data.reward_id,
                 points=data.points,
             )
-        case v1.RedemptionCancelled(data=data):
+        case v1.RedemptionCancelledV1(data=data):
             interaction = di.RedemptionCancellation(**cause, redemption_id=data.redemption_id)
-        case v1.InteractionVoided(data=data):
+        case v1.InteractionVoidedV1(data=data):
             interaction = di.Void(
                 **cause,
                 voided_source=data.voided_source,

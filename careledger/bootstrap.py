@@ -1,0 +1,25 @@
+"""The composition root: builds the ledger and its adapters from settings."""
+
+from __future__ import annotations
+
+import logging
+
+from careledger.ledger import Ledger
+from careledger.programs import load_programs
+from careledger.settings import Settings
+from careledger.store import open_store
+
+
+def configure_logging(settings: Settings) -> None:
+    """Plain, structured-enough logs to stderr; never patient data (see ADR 0003)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def build_ledger(settings: Settings) -> Ledger:
+    """Open the event store and load the programs the ledger runs."""
+    programs = load_programs([settings.programs_dir] if settings.programs_dir else [])
+    store = open_store(settings.database_url, settings.database_schema)
+    return Ledger(store, programs, cache_size=settings.aggregate_cache_size)

@@ -1,0 +1,35 @@
+"""The ``careledger`` command line. Settings are read here, once, and passed down."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from careledger.bootstrap import configure_logging
+from careledger.commands import ledger_commands
+from careledger.settings import Settings
+
+COMMAND_MODULES = [ledger_commands]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="careledger", description="Event-sourced patient loyalty ledger."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings)
+    code: int = args.handler(args, settings)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

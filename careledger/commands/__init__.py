@@ -1,0 +1,1 @@
+"""One module per group of ``careledger`` subcommands; each exposes ``register(subparsers)``."""
