@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 from urllib.parse import unquote, urlsplit
+from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, StoredEvent, Tracking, Transcoding

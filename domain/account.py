@@ -361,7 +361,7 @@ class PatientAccount(Aggregate):
             lifetime_expired=self.lifetime["expired"],
             lifetime_reversed=self.lifetime["reversed"],
             discount_percent=program.spend.discount_percent(self.spend_total),
-            spend_total=self.spend_total,
+            spend_total=self.spend_total.quantize(Decimal("0.01")),
             rewards_unlocked=self.rewards_unlocked,
             next_expiry=min((lot.expires_at for lot in live), default=None),
         )

@@ -149,8 +149,10 @@ def run_statement(args: argparse.Namespace, settings: Settings) -> int:
         print(to_json(rows))
     else:
         for row in rows:
-            print(f"{row['occurred_at']:%Y-%m-%d %H:%M} {row['kind']:9} {row['points']:>7} "
-                  f"{row['balance_after']:>8}  {row['rule']}")
+            print(
+                f"{row['occurred_at']:%Y-%m-%d %H:%M} {row['kind']:9} {row['points']:>7} "
+                f"{row['balance_after']:>8}  {row['rule']}"
+            )
     return 0
 
 
@@ -161,6 +163,8 @@ def run_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         print(to_json(rows))
     else:
         for row in rows:
-            print(f"{row['received_at']:%Y-%m-%d %H:%M:%S} {row['origin']}  {row['code']}: "
-                  f"{row['reason']}")
+            print(
+                f"{row['received_at']:%Y-%m-%d %H:%M:%S} {row['origin']}  {row['code']}: "
+                f"{row['reason']}"
+            )
     return 0
