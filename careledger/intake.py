@@ -6,6 +6,7 @@ The wire contract and the domain evolve separately: this is the one place that k
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from domain import interactions as di
 from schemas import v1
@@ -22,7 +23,11 @@ class Addressed:
 
 def to_interaction(event: v1.InteractionV1) -> Addressed:
     """Map a validated CloudEvent onto the domain's interaction for its ``type``."""
-    cause = {"source": event.source, "source_id": event.id, "occurred_at": event.time}
+    cause: dict[str, Any] = {
+        "source": event.source,
+        "source_id": event.id,
+        "occurred_at": event.time,
+    }
     interaction: di.Interaction
     match event:
         case v1.PatientEnrolledV1(data=data):

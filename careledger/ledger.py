@@ -251,7 +251,7 @@ class Ledger:
     def load_account(self, program_id: str, patient_id: str) -> PatientAccount | None:
         """The account as stored (not from the cache), or ``None`` if it was never opened."""
         try:
-            account = self.store.repository.get(account_id(program_id, patient_id))
+            account: Any = self.store.repository.get(account_id(program_id, patient_id))
         except AggregateNotFoundError:
             return None
         assert isinstance(account, PatientAccount)
@@ -373,7 +373,7 @@ class Ledger:
     def _cached_or_loaded(self, key: UUID) -> PatientAccount:
         account = self._cache.get(key)
         if account is None:
-            loaded = self.store.repository.get(key)
+            loaded: Any = self.store.repository.get(key)
             assert isinstance(loaded, PatientAccount)
             return loaded
         return account
