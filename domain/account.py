@@ -65,6 +65,7 @@ class PatientAccount(Aggregate):
         source_id: str
         interaction: str
         occurred_at: datetime
+        qualifying_points: int
 
         def receipt(self) -> Receipt:
             return Receipt(kind=self.interaction, occurred_at=self.occurred_at)
@@ -142,6 +143,8 @@ class PatientAccount(Aggregate):
         taken: list[Allocation]
         debt_added: int
         entry: LedgerEntry | None
+        spend_total: Decimal | None  # set when a payment is voided
+        discount_percent: int | None
 
         def apply(self, aggregate: Any) -> None:
             aggregate._accept(self)
@@ -207,6 +210,16 @@ class PatientAccount(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate._expire(self)
 
+    class QualifyingPointsChanged(Aggregate.Event):
+        """Maintenance moved the qualifying window past earlier points."""
+
+        as_of: datetime
+        qualifying_points: int
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.qualifying_now = self.qualifying_points
+            aggregate.qualifying_as_of = self.as_of
+
     class TierChanged(Aggregate.Event):
         from_tier: str
         to_tier: str
@@ -251,6 +264,8 @@ class PatientAccount(Aggregate):
         self.referees_paid: set[str] = set()
         self.lifetime = {kind.value: 0 for kind in EntryKind}
         self.latest_event_at: datetime | None = None
+        self.qualifying_now = 0
+        self.qualifying_as_of: datetime | None = None
 
     # ---------------------------------------------------------------- commands
     def handle(self, interaction: Interaction, program: Program) -> str:
@@ -277,7 +292,9 @@ class PatientAccount(Aggregate):
             case Enrolment():
                 self._on_enrolment(interaction, program)
             case Referral():
-                self._trigger_accepted(self.ReferralMade, interaction, referee=interaction.referee)
+                self._trigger_accepted(
+                    program, self.ReferralMade, interaction, referee=interaction.referee
+                )
             case Payment():
                 self._on_payment(interaction, program)
             case RedemptionRequest():
@@ -297,6 +314,11 @@ class PatientAccount(Aggregate):
         """
         self._expire_due(as_of, program)
         qualifying = self.qualifying_points(as_of, program)
+        moved_on = self.qualifying_as_of is None or as_of >= self.qualifying_as_of
+        if moved_on and qualifying != self.qualifying_now:
+            self.trigger_event(
+                self.QualifyingPointsChanged, as_of=as_of, qualifying_points=qualifying
+            )
         target = program.tier_for(qualifying).name
         if target != self.tier:
             self.trigger_event(
@@ -346,16 +368,19 @@ class PatientAccount(Aggregate):
         start = as_of - program.qualifying_window
         return sum(points for at, points in self.qualifying if start < at <= as_of)
 
-    def balance(self, program: Program, as_of: datetime | None = None) -> Balance:
-        """The account's balance; qualifying points are as of ``as_of`` or the latest event."""
-        as_of = as_of or self.latest_event_at
+    def balance(self, program: Program) -> Balance:
+        """The account's balance.
+
+        Qualifying points are as of the later of the latest accepted interaction and the
+        latest maintenance that changed them.
+        """
         live = [lot for lot in self.lots.values() if lot.remaining > 0]
         return Balance(
             patient_id=self.patient_id,
             program_id=self.program_id,
             available=self.available,
             tier=self.tier,
-            qualifying_points=self.qualifying_points(as_of, program) if as_of else 0,
+            qualifying_points=self.qualifying_now,
             lifetime_earned=self.lifetime["earned"] + self.lifetime["bonus"],
             lifetime_redeemed=self.lifetime["redeemed"] - self.lifetime["returned"],
             lifetime_expired=self.lifetime["expired"],
@@ -404,7 +429,7 @@ class PatientAccount(Aggregate):
             year = checkup.occurred_at.astimezone(program.timezone).year
             slot = f"checkup.{checkup.checkup_type}:{year}"
             if slot in self.slots:
-                self._note(checkup, "already_awarded_this_year")
+                self._note(program, checkup, "already_awarded_this_year")
                 return
         points = program.checkup_points[checkup.checkup_type]
         self._earn(checkup, program, f"checkup.{checkup.checkup_type}", points, slot=slot)
@@ -413,14 +438,14 @@ class PatientAccount(Aggregate):
         local = assessment.occurred_at.astimezone(program.timezone)
         slot = f"assessment:{local.year}Q{(local.month - 1) // 3 + 1}"
         if slot in self.slots:
-            self._note(assessment, "already_awarded_this_quarter")
+            self._note(program, assessment, "already_awarded_this_quarter")
             return
         self._earn(assessment, program, "assessment", program.assessment_points, slot=slot)
 
     def _on_review(self, review: Review, program: Program) -> None:
         cooldown = program.review_cooldown
         if any(abs(review.occurred_at - at) < cooldown for at in self.review_times):
-            self._note(review, "review_cooldown")
+            self._note(program, review, "review_cooldown")
             return
         slot = f"review:{review.occurred_at.isoformat()}"
         self._earn(review, program, "review", program.review_points, slot=slot)
@@ -429,12 +454,13 @@ class PatientAccount(Aggregate):
         day = reading.day.isoformat()
         top_up = program.steps.base_points(reading.steps) - self.step_days.get(day, 0)
         if top_up <= 0:
-            self._note(reading, "no_steps_top_up")
+            self._note(program, reading, "no_steps_top_up")
             return
         self._earn(reading, program, "activity.steps", top_up, slot=f"steps:{day}")
 
     def _on_enrolment(self, enrolment: Enrolment, program: Program) -> None:
         self._trigger_accepted(
+            program,
             self.PatientEnrolled,
             enrolment,
             channel=enrolment.channel,
@@ -457,6 +483,7 @@ class PatientAccount(Aggregate):
         every = program.spend.reward_every_payments
         unlocks = payments // every > self.rewards_unlocked
         self._trigger_accepted(
+            program,
             self.PaymentRecorded,
             payment,
             amount=payment.amount,
@@ -469,10 +496,11 @@ class PatientAccount(Aggregate):
 
     def _on_redemption(self, request: RedemptionRequest, program: Program) -> None:
         if request.redemption_id in self.redemptions:
-            self._note(request, "redemption_id_repeated")
+            self._note(program, request, "redemption_id_repeated")
             return
         if self.available < request.points:
             self._trigger_accepted(
+                program,
                 self.RedemptionRejected,
                 request,
                 redemption_id=request.redemption_id,
@@ -487,6 +515,7 @@ class PatientAccount(Aggregate):
             request, program, EntryKind.REDEEMED, -request.points, "redemption", "redeemed"
         )
         self._trigger_accepted(
+            program,
             self.PointsRedeemed,
             request,
             redemption_id=request.redemption_id,
@@ -528,6 +557,7 @@ class PatientAccount(Aggregate):
                 )
             )
         self._trigger_accepted(
+            program,
             self.RedemptionCancelled,
             cancel,
             redemption_id=cancel.redemption_id,
@@ -549,14 +579,23 @@ class PatientAccount(Aggregate):
             taken = list(self._take(payable, prefer=receipt.lot_ids))
             debt_added = points - payable
             entry = self._entry(void, program, EntryKind.REVERSED, -points, "void", "reversed")
+        spend_total = discount = None
+        if receipt.amount is not None:
+            spend_total = self.spend_total - receipt.amount
+            discount = program.spend.discount_percent(spend_total)
+        reversal = (receipt.occurred_at, -receipt.base_points) if receipt.base_points else None
         self._trigger_accepted(
+            program,
             self.InteractionVoided,
             void,
+            qualifying_delta=reversal,
             voided_key=key,
             reason=void.reason,
             taken=taken,
             debt_added=debt_added,
             entry=entry,
+            spend_total=spend_total,
+            discount_percent=discount,
         )
 
     # ----------------------------------------------------------------- helpers
@@ -580,8 +619,10 @@ class PatientAccount(Aggregate):
             occurred_at=interaction.occurred_at,
         )
         self._trigger_accepted(
+            program,
             self.PointsEarned,
             interaction,
+            qualifying_delta=(interaction.occurred_at, base_points),
             rule_id=rule_id,
             base_points=base_points,
             slot=slot,
@@ -625,18 +666,36 @@ class PatientAccount(Aggregate):
             self.ReferralQualified, referrer=self.referrer, qualified_at=first_visit, credit=credit
         )
 
-    def _note(self, interaction: Interaction, outcome: str) -> None:
-        self._trigger_accepted(self.InteractionNoted, interaction, outcome=outcome)
+    def _note(self, program: Program, interaction: Interaction, outcome: str) -> None:
+        self._trigger_accepted(program, self.InteractionNoted, interaction, outcome=outcome)
 
     def _trigger_accepted(
-        self, event_class: type[PatientAccount.Accepted], interaction: Interaction, **facts: Any
+        self,
+        program: Program,
+        event_class: type[PatientAccount.Accepted],
+        interaction: Interaction,
+        qualifying_delta: tuple[datetime, int] | None = None,
+        **facts: Any,
     ) -> None:
+        """Record an accepted interaction with the qualifying points it leaves the account at.
+
+        Qualifying points are reported as of the account's latest event time; carrying the
+        figure on the event keeps every reader (balances, read models) in step with the rule.
+        """
+        at = interaction.occurred_at
+        as_of = max(self.latest_event_at or at, at)
+        history = (
+            self.qualifying if qualifying_delta is None else [*self.qualifying, qualifying_delta]
+        )
+        start = as_of - program.qualifying_window
+        qualifying = sum(points for when, points in history if start < when <= as_of)
         self.trigger_event(
             event_class,
             source=interaction.source,
             source_id=interaction.source_id,
             interaction=interaction.kind,
-            occurred_at=interaction.occurred_at,
+            occurred_at=at,
+            qualifying_points=qualifying,
             **facts,
         )
 
@@ -733,6 +792,9 @@ class PatientAccount(Aggregate):
         at = event.occurred_at
         if self.latest_event_at is None or at > self.latest_event_at:
             self.latest_event_at = at
+        self.qualifying_now = event.qualifying_points
+        if self.qualifying_as_of is None or at > self.qualifying_as_of:
+            self.qualifying_as_of = at
         if event.interaction == Visit.kind and (
             self.first_visit_at is None or at < self.first_visit_at
         ):
@@ -806,8 +868,8 @@ class PatientAccount(Aggregate):
             self.qualifying.append((receipt.occurred_at, -receipt.base_points))
         if receipt.slot is not None:
             self._release_slot(receipt)
-        if receipt.amount is not None:
-            self.spend_total -= receipt.amount
+        if event.spend_total is not None:
+            self.spend_total = event.spend_total
             self.payments -= 1
 
     def _release_slot(self, receipt: Receipt) -> None:
