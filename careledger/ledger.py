@@ -161,6 +161,7 @@ class Ledger:
         touched: dict[UUID, PatientAccount] = {}
         results: list[Result] = []
         rejections: list[RejectedInput] = []
+        self._preload({item.account_key for item in prepared if item.account_key is not None})
         try:
             for index, item in enumerate(prepared):
                 result = item.result or self._apply_one(index, item, touched, poisoned)
@@ -194,9 +195,13 @@ class Ledger:
             item.program, item.addressed.patient_id
         )
         touched[account.id] = account
+        pending = len(account.pending_events)
         try:
             outcome = account.handle(item.addressed.interaction, item.program)
         except LedgerError as exc:
+            if len(account.pending_events) != pending:  # a refusal must leave no trace
+                log.error("refusal %s left events behind on %s", exc.code, origin)
+                raise _Poisoned(index) from exc
             return Result(origin, REJECTED, event_type, exc.code, str(exc))
         except Exception as exc:
             log.exception("ledger failed on %s (%s)", origin, event_type)
@@ -223,6 +228,19 @@ class Ledger:
         return False
 
     # ------------------------------------------------------------ accounts
+    def _preload(self, keys: set[UUID]) -> None:
+        """Load the batch's uncached accounts with one query instead of one per account."""
+        missing = [key for key in keys if key not in self._cache]
+        if not missing:
+            return
+        for key, account in self.store.load_many(missing).items():
+            self._remember(key, account)
+
+    def _remember(self, key: UUID, account: PatientAccount) -> None:
+        self._cache[key] = account
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
     def _account(self, program: Program, patient_id: str) -> PatientAccount:
         key = account_id(program.program_id, patient_id)
         account = self._cache.get(key)
@@ -234,9 +252,7 @@ class Ledger:
         except AggregateNotFoundError:
             account = PatientAccount.open(program, patient_id)
         assert isinstance(account, PatientAccount)
-        self._cache[key] = account
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._remember(key, account)
         return account
 
     def _evict(self, accounts: dict[UUID, PatientAccount]) -> None:

@@ -262,6 +262,7 @@ class PatientAccount(Aggregate):
         self.referral_qualified = False
         self.first_visit_at: datetime | None = None
         self.referees_paid: set[str] = set()
+        self.expired_lots: set[UUID] = set()
         self.lifetime = {kind.value: 0 for kind in EntryKind}
         self.latest_event_at: datetime | None = None
         self.qualifying_now = 0
@@ -276,7 +277,7 @@ class PatientAccount(Aggregate):
         """
         if interaction_key(interaction.source, interaction.source_id) in self.receipts:
             return DUPLICATE
-        self._check(interaction)
+        self._check(interaction, program)
         self._expire_due(interaction.occurred_at, program)
         match interaction:
             case Visit():
@@ -392,7 +393,7 @@ class PatientAccount(Aggregate):
         )
 
     # ---------------------------------------------------------------- handlers
-    def _check(self, interaction: Interaction) -> None:
+    def _check(self, interaction: Interaction, program: Program) -> None:
         """Guards that refuse an interaction outright (before anything changes)."""
         match interaction:
             case Referral(referee=referee) | Enrolment(referred_by=referee) if (
@@ -415,6 +416,8 @@ class PatientAccount(Aggregate):
                     raise errors.InteractionNotVoidable(
                         f"{receipt.kind} cannot be voided (cancel redemptions instead)"
                     )
+            case Payment(currency=currency) if currency != program.spend.currency:
+                raise errors.CurrencyMismatch(f"payments must be in {program.spend.currency}")
             case _:
                 pass
 
@@ -476,8 +479,6 @@ class PatientAccount(Aggregate):
             )
 
     def _on_payment(self, payment: Payment, program: Program) -> None:
-        if payment.currency != program.spend.currency:
-            raise errors.CurrencyMismatch(f"payments must be in {program.spend.currency}")
         spend_total = self.spend_total + payment.amount
         payments = self.payments + 1
         every = program.spend.reward_every_payments
@@ -527,8 +528,12 @@ class PatientAccount(Aggregate):
     def _on_cancellation(self, cancel: RedemptionCancellation, program: Program) -> None:
         record = self.redemptions[cancel.redemption_id]
         at = cancel.occurred_at
-        live = [a for a in record.allocations if a.expires_at > at]
-        dead = [a for a in record.allocations if a.expires_at <= at]
+        # A lot is dead for returns if it is due by the cancellation's time or has already
+        # been expired (a late cancellation must not bring an expired lot back to life).
+        live = [
+            a for a in record.allocations if a.expires_at > at and a.lot_id not in self.expired_lots
+        ]
+        dead = [a for a in record.allocations if a not in live]
         returning = sum(a.points for a in live)
         debt_repaid = min(self.debt, returning)
         returned = list(_trim(live, debt_repaid))
@@ -683,7 +688,7 @@ class PatientAccount(Aggregate):
         figure on the event keeps every reader (balances, read models) in step with the rule.
         """
         at = interaction.occurred_at
-        as_of = max(self.latest_event_at or at, at)
+        as_of = max(self.qualifying_as_of or at, at)
         history = (
             self.qualifying if qualifying_delta is None else [*self.qualifying, qualifying_delta]
         )
@@ -885,6 +890,7 @@ class PatientAccount(Aggregate):
     def _expire(self, event: PatientAccount.PointsExpired) -> None:
         self._count(event.entry)
         del self.lots[event.lot_id]
+        self.expired_lots.add(event.lot_id)
         passed = event.entry.occurred_at
         for lot_id in [
             i for i, lot in self.lots.items() if not lot.remaining and lot.expires_at <= passed
