@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -65,6 +65,17 @@ class Result:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class Batch:
+    """What one committed batch did: one result per input, and the entries it wrote."""
+
+    results: list[Result]
+    entries: list[LedgerEntry]
+
+
+BeforeCommit = Callable[[list[Result]], None]
+
+
 class PositionConflict(Exception):
     """Raised when a batch's positions are not ahead of the stored ones.
 
@@ -106,19 +117,24 @@ class Ledger:
 
     # ------------------------------------------------------------- ingestion
     def apply_batch(
-        self, inputs: Sequence[Inbound], positions: Sequence[Tracking] = ()
-    ) -> list[Result]:
+        self,
+        inputs: Sequence[Inbound],
+        positions: Sequence[Tracking] = (),
+        before_commit: BeforeCommit | None = None,
+    ) -> Batch:
         """Apply inputs in order and commit their effects, refusals and ``positions`` at once.
 
-        Raises :class:`PositionConflict` (nothing written) if a position is not ahead of
-        the stored one.
+        ``before_commit`` sees the decisions before anything is committed (the worker sends
+        refused records to the dead-letter topic there, so a crash can repeat a dead letter but
+        never lose one). Raises :class:`PositionConflict` (nothing written) if a position is
+        not ahead of the stored one.
         """
         prepared = [self._prepare(item) for item in inputs]
         with self._lock:
             poisoned: set[int] = set()
             for attempt in range(1, 6):
                 try:
-                    return self._apply_prepared(prepared, positions, poisoned)
+                    return self._apply_prepared(prepared, positions, poisoned, before_commit)
                 except _Poisoned as poison:
                     poisoned.add(poison.index)
                 except IntegrityError:
@@ -156,8 +172,12 @@ class Ledger:
         )
 
     def _apply_prepared(
-        self, prepared: list[_Prepared], positions: Sequence[Tracking], poisoned: set[int]
-    ) -> list[Result]:
+        self,
+        prepared: list[_Prepared],
+        positions: Sequence[Tracking],
+        poisoned: set[int],
+        before_commit: BeforeCommit | None,
+    ) -> Batch:
         touched: dict[UUID, PatientAccount] = {}
         results: list[Result] = []
         rejections: list[RejectedInput] = []
@@ -168,11 +188,19 @@ class Ledger:
                 if result.outcome == REJECTED:
                     rejections.append(self._rejection(item, result))
                 results.append(result)
+            entries = [
+                entry
+                for account in touched.values()
+                for event in account.pending_events
+                for entry in entries_of(event)
+            ]
+            if before_commit is not None:
+                before_commit(results)
             self._save([*touched.values(), *rejections], positions)
         except BaseException:
             self._evict(touched)
             raise
-        return results
+        return Batch(results, entries)
 
     def _apply_one(
         self,

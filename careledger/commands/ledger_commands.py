@@ -88,7 +88,7 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
 def _apply(ledger: Ledger, batch: list[Inbound], counts: dict[str, int]) -> None:
     if not batch:
         return
-    for result in ledger.apply_batch(batch):
+    for result in ledger.apply_batch(batch).results:
         _count(result, counts)
 
 

@@ -100,7 +100,7 @@ def test_a_write_conflict_reloads_the_account_and_applies_once(database: Databas
     first.apply_batch([inbound("file:a:2", visits("cy", 1, start=3)[0])])  # cy moves to v3 too
     # second's cached account is stale: the save conflicts, it reloads and re-applies.
     results = second.apply_batch([inbound("file:b:2", visits("cy", 1, start=4)[0])])
-    assert [r.outcome for r in results] == ["accepted"]
+    assert [r.outcome for r in results.results] == ["accepted"]
     balance = ledger_for(database).balance("clinic-default", "cy")
     assert balance is not None and balance.available == 400
 

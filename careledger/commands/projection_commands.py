@@ -1,0 +1,92 @@
+"""``projections run`` (follow the ledger, or ``--once``) and ``projections rebuild``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from careledger.settings import Settings
+from projections.runner import ProjectionOptions
+from projections.service import open_projector
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("projections", help="the read models analysts query")
+    commands = parser.add_subparsers(dest="projections_command", required=True)
+
+    run = commands.add_parser("run", help="follow the ledger until SIGINT or SIGTERM")
+    run.add_argument("--once", action="store_true", help="catch up to the head, then exit")
+    _batch_size(run)
+    run.set_defaults(handler=run_projections)
+
+    rebuild = commands.add_parser("rebuild", help="drop the read models and replay the ledger")
+    _batch_size(rebuild)
+    rebuild.set_defaults(handler=rebuild_projections)
+
+
+def _batch_size(parser: argparse.ArgumentParser) -> None:
+    default = ProjectionOptions.batch_size
+    parser.add_argument(
+        "--batch-size", type=_positive, default=default, help=f"events per transaction ({default})"
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def run_projections(args: argparse.Namespace, settings: Settings) -> int:
+    options = ProjectionOptions(batch_size=args.batch_size)
+    if args.once:
+        return asyncio.run(_once(settings, options))
+    return asyncio.run(_follow(settings, options))
+
+
+def rebuild_projections(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_rebuild(settings, ProjectionOptions(batch_size=args.batch_size)))
+
+
+async def _once(settings: Settings, options: ProjectionOptions) -> int:
+    async with open_projector(settings, options) as projector:
+        applied = await projector.catch_up()
+        print(json.dumps({"applied": applied, "position": projector.position}))
+    return 0
+
+
+async def _rebuild(settings: Settings, options: ProjectionOptions) -> int:
+    async with open_projector(settings, options) as projector:
+        applied = await projector.rebuild()
+        print(json.dumps({"applied": applied, "position": projector.position}))
+    return 0
+
+
+async def _follow(settings: Settings, options: ProjectionOptions) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    registry = CollectorRegistry()
+    server = None
+    if settings.metrics_port:
+        server, _ = start_http_server(settings.metrics_port, registry=registry)
+        log.info("metrics on :%d/metrics", settings.metrics_port)
+    try:
+        async with open_projector(settings, options, registry) as projector:
+            log.info("projections following the ledger from position %d", projector.position)
+            await projector.follow(stop)
+            log.info("projections stopped at position %d", projector.position)
+    finally:
+        if server is not None:
+            server.shutdown()
+    return 0
