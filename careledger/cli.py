@@ -7,10 +7,15 @@ import sys
 from collections.abc import Sequence
 
 from careledger.bootstrap import configure_logging
-from careledger.commands import ledger_commands, projection_commands
+from careledger.commands import (
+    ledger_commands,
+    producer_commands,
+    projection_commands,
+    worker_commands,
+)
 from careledger.settings import Settings
 
-COMMAND_MODULES = [ledger_commands, projection_commands]
+COMMAND_MODULES = [ledger_commands, worker_commands, projection_commands, producer_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

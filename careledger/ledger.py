@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -63,6 +63,7 @@ class Result:
     event_type: str | None = None
     code: str | None = None
     reason: str | None = None
+    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ class Ledger:
             account_key=account_id(program.program_id, addressed.patient_id),
             addressed=addressed,
             rejection_source=(event.source, event.id),
-            extra={"type": event.type},
+            extra={"type": event.type, "time": event.time},
         )
 
     def _apply_prepared(
@@ -234,7 +235,8 @@ class Ledger:
         except Exception as exc:
             log.exception("ledger failed on %s (%s)", origin, event_type)
             raise _Poisoned(index) from exc
-        return Result(origin, outcome if outcome == ACCEPTED else DUPLICATE, event_type)
+        outcome = outcome if outcome == ACCEPTED else DUPLICATE
+        return Result(origin, outcome, event_type, occurred_at=item.extra["time"])
 
     @staticmethod
     def _rejection(item: _Prepared, result: Result) -> RejectedInput:
@@ -319,7 +321,21 @@ class Ledger:
             raise UnknownProgram(f"no program {program_id!r}") from None
 
     # --------------------------------------------------------- maintenance
-    def maintain(self, program_id: str, as_of: datetime) -> MaintenanceReport:
+    def close_day(self, program_id: str, day: date, as_of: datetime) -> MaintenanceReport | None:
+        """Run maintenance for a closed day unless some process already did (``None`` then).
+
+        The day is recorded as a position (``YYYYMMDD``) in the same transaction as the last
+        writes, and positions only move forward: however many workers try, a day closes once.
+        """
+        name = f"maintenance:{program_id}"
+        marker = int(day.strftime("%Y%m%d"))
+        if (self.store.position(name) or 0) >= marker:
+            return None
+        return self.maintain(program_id, as_of, done=Tracking(name, marker))
+
+    def maintain(
+        self, program_id: str, as_of: datetime, done: Tracking | None = None
+    ) -> MaintenanceReport:
         """Expire lots due by ``as_of`` and set tiers, for every account of the program."""
         program = self._program(program_id)
         report = MaintenanceReport()
@@ -337,12 +353,14 @@ class Ledger:
                     batch[account.id] = account
                 if len(batch) >= SAVE_CHUNK:
                     self._save_or_evict(batch)
-            self._save_or_evict(batch)
+            self._save_or_evict(batch, [done] if done else [])
         return report
 
-    def _save_or_evict(self, batch: dict[UUID, PatientAccount]) -> None:
+    def _save_or_evict(
+        self, batch: dict[UUID, PatientAccount], positions: Sequence[Tracking] = ()
+    ) -> None:
         try:
-            self._save(list(batch.values()))
+            self._save(list(batch.values()), positions)
         except BaseException:
             self._evict(batch)
             raise

@@ -1,0 +1,48 @@
+"""When the close-of-day maintenance runs.
+
+The wall clock only *schedules* maintenance; what maintenance decides uses the closed day's
+end as its ``as_of`` (event time), so every worker that runs it decides the same thing, and
+``Ledger.close_day`` records each day once however many workers try.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from careledger.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MaintenanceSchedule:
+    """Close each day at ``hour`` o'clock the next morning, in ``timezone``."""
+
+    timezone: ZoneInfo
+    hour: int
+    programs: tuple[str, ...]
+
+    def last_closed_day(self, now: datetime) -> tuple[date, datetime]:
+        """The most recent day whose close is due, and the instant its maintenance is as of."""
+        local = now.astimezone(self.timezone)
+        day = local.date() - timedelta(days=1 if local.hour >= self.hour else 2)
+        as_of = datetime.combine(day + timedelta(days=1), time(0), tzinfo=self.timezone)
+        return day, as_of
+
+    def run_due(self, ledger: Ledger, now: datetime) -> None:
+        """Close the latest due day for every program not yet closed for it."""
+        day, as_of = self.last_closed_day(now)
+        for program_id in self.programs:
+            report = ledger.close_day(program_id, day, as_of)
+            if report is not None:
+                log.info(
+                    "closed %s for %s: %d accounts, %d lots expired, %d tier changes",
+                    day,
+                    program_id,
+                    report.accounts,
+                    report.lots_expired,
+                    report.tier_changes,
+                )

@@ -1,0 +1,294 @@
+"""The ledger worker: Kafka in, exactly-once ledger effects out.
+
+How it keeps "nothing lost, nothing counted twice" (ADR 0004):
+
+* Positions live in the database. Each batch's ledger events, its dead letters and the
+  position of every partition in it commit in ONE transaction. On every assignment (start and
+  rebalance) each partition is sought to its stored position + 1; records at or below the
+  stored position are skipped. Kafka's own committed offsets are never used.
+* A batch is decided in a worker thread (the event store is synchronous, ADR 0002) while the
+  event loop keeps the consumer alive. Refused records are sent to the dead-letter topic
+  *before* the transaction commits, so a crash may repeat a dead letter but never lose one.
+* Database or broker trouble: the same batch is retried with backoff; nothing partial is ever
+  committed. A batch whose positions another consumer already committed is dropped whole and
+  the partitions are sought again (``PositionConflict``).
+* SIGTERM/SIGINT: the in-flight batch completes (or fails whole); then the worker leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from eventsourcing.persistence import Tracking
+
+from careledger.ledger import REJECTED, Batch, Inbound, Ledger, PositionConflict, Result
+from consumers.metrics import WorkerMetrics
+from consumers.schedule import MaintenanceSchedule
+from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def position_name(topic: str, partition: int) -> str:
+    """The name a partition's position is stored under (shared by every consumer group)."""
+    return f"kafka:{topic}:{partition}"
+
+
+def origin_of(record: ConsumerRecord[bytes, bytes]) -> str:
+    return f"kafka:{record.topic}:{record.partition}:{record.offset}"
+
+
+class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Moves every newly assigned partition to the ledger's own position for it."""
+
+    def __init__(self, worker: LedgerWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        async with self.worker.batch_lock:  # let an in-flight batch finish first
+            for tp in revoked:
+                self.worker.positions.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self.worker.seek_to_stored(assigned)
+
+
+class LedgerWorker:
+    """Consumes the interactions topic in batches and applies them to the ledger."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        bootstrap: str,
+        group_id: str,
+        metrics: WorkerMetrics,
+        schedule: MaintenanceSchedule | None = None,
+        batch_max: int = 2000,
+        batch_wait_ms: int = 50,
+        session_timeout_ms: int = 10_000,
+        topic: str = INTERACTIONS_TOPIC,
+        dlq_topic: str = INTERACTIONS_DLQ_TOPIC,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self.ledger = ledger
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.metrics = metrics
+        self.schedule = schedule
+        self.batch_max = batch_max
+        self.batch_wait_ms = batch_wait_ms
+        self.session_timeout_ms = session_timeout_ms
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.clock = clock
+        self.positions: dict[TopicPartition, int] = {}
+        self.batch_lock = asyncio.Lock()
+        self.committed_batches = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ----------------------------------------------------------------- running
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the batch in flight then completes or fails whole."""
+        self._loop = asyncio.get_running_loop()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            client_id=f"{self.group_id}-worker",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=max(self.session_timeout_ms // 3, 100),
+            max_poll_records=self.batch_max,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.group_id}-dlq",
+            enable_idempotence=False,  # the embedded broker has no InitProducerId
+            acks="all",
+            linger_ms=5,
+        )
+        self._consumer, self._producer = consumer, producer
+        consumer.subscribe([self.topic], listener=_SeekToStoredPositions(self))
+        await producer.start()
+        await consumer.start()
+        background = asyncio.create_task(self._background(stop))
+        try:
+            while not stop.is_set():
+                records = await self._fetch(stop)
+                if records:
+                    await self._apply_until_done(records, stop)
+        finally:
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
+            await consumer.stop()
+            await producer.stop()
+
+    async def _fetch(self, stop: asyncio.Event) -> list[ConsumerRecord[bytes, bytes]]:
+        assert self._consumer is not None
+        try:
+            fetched = await self._consumer.getmany(
+                timeout_ms=self.batch_wait_ms, max_records=self.batch_max
+            )
+        except Exception as exc:  # broker trouble: back off, the consumer reconnects
+            log.warning("fetch failed (%s); retrying", type(exc).__name__)
+            self.metrics.retries.labels(error=type(exc).__name__).inc()
+            await _sleep_or_stop(stop, 1.0)
+            return []
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        for tp, batch in fetched.items():
+            known = self.positions.get(tp)
+            if known is None:  # not (or no longer) ours
+                continue
+            records.extend(r for r in batch if r.offset > known)
+        return records
+
+    async def _apply_until_done(
+        self, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
+    ) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                async with self.batch_lock:
+                    await self._apply(records)
+                return
+            except PositionConflict:
+                self.metrics.conflicts.inc()
+                log.warning("another consumer committed these records first; seeking again")
+                await self.seek_to_stored(list(self.positions))
+                return
+            except Exception as exc:
+                self.metrics.retries.labels(error=type(exc).__name__).inc()
+                if stop.is_set():
+                    log.warning("stopping with an uncommitted batch (%s)", type(exc).__name__)
+                    return
+                log.warning("batch failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    async def _apply(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        received_at = self.clock()
+        inputs = [Inbound(origin_of(r), r.value or b"", received_at) for r in records]
+        by_origin = {origin_of(r): r for r in records}
+        last: dict[TopicPartition, int] = {}
+        for r in records:
+            last[TopicPartition(r.topic, r.partition)] = r.offset
+        positions = [Tracking(position_name(tp.topic, tp.partition), o) for tp, o in last.items()]
+
+        def send_dead_letters(results: list[Result]) -> None:
+            refused = [(by_origin[r.origin], r) for r in results if r.outcome == REJECTED]
+            if refused:
+                assert self._loop is not None
+                future = asyncio.run_coroutine_threadsafe(self._dead_letter(refused), self._loop)
+                future.result()
+
+        started = time.perf_counter()
+        batch = await asyncio.to_thread(
+            self.ledger.apply_batch, inputs, positions, send_dead_letters
+        )
+        committed = time.time()
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(records))
+        self._record(batch, records, committed)
+        for tp, offset in last.items():
+            if tp in self.positions:
+                self.positions[tp] = offset
+            self.metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(offset)
+        self.committed_batches += 1
+
+    async def _dead_letter(
+        self, refused: list[tuple[ConsumerRecord[bytes, bytes], Result]]
+    ) -> None:
+        assert self._producer is not None
+        sends = []
+        for record, result in refused:
+            headers = [
+                *list(record.headers or ()),
+                ("careledger.code", (result.code or "").encode()),
+                ("careledger.reason", f"{result.code}: {result.reason}".encode()),
+                ("careledger.origin.topic", record.topic.encode()),
+                ("careledger.origin.partition", str(record.partition).encode()),
+                ("careledger.origin.offset", str(record.offset).encode()),
+            ]
+            sends.append(
+                await self._producer.send(
+                    self.dlq_topic, record.value, key=record.key, headers=headers
+                )
+            )
+        await asyncio.gather(*sends)
+
+    def _record(
+        self, batch: Batch, records: list[ConsumerRecord[bytes, bytes]], committed: float
+    ) -> None:
+        m = self.metrics
+        for result in batch.results:
+            m.messages.labels(
+                result.outcome, result.event_type or "invalid", result.code or ""
+            ).inc()
+            if result.occurred_at is not None and result.outcome != REJECTED:
+                m.event_time_latency.observe(max(0.0, committed - result.occurred_at.timestamp()))
+        for record in records:
+            m.kafka_latency.observe(max(0.0, committed - record.timestamp / 1000))
+        for entry in batch.entries:
+            m.entries.labels(entry.kind).inc()
+            m.points.labels(entry.kind).inc(abs(entry.points))
+        if self._consumer is not None:
+            for tp, position in self.positions.items():
+                end = self._consumer.highwater(tp)
+                if end is not None:
+                    m.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position - 1))
+
+    # --------------------------------------------------------------- positions
+    async def seek_to_stored(self, partitions: Sequence[TopicPartition]) -> None:
+        """Seek each partition to the ledger's stored position + 1 (the start if none)."""
+        assert self._consumer is not None
+        for tp in partitions:
+            stored = await asyncio.to_thread(
+                self.ledger.store.position, position_name(tp.topic, tp.partition)
+            )
+            self.positions[tp] = -1 if stored is None else stored
+            if stored is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, stored + 1)
+        log.info("assigned %s", sorted((tp.partition, self.positions[tp]) for tp in partitions))
+
+    # -------------------------------------------------------------- background
+    async def _background(self, stop: asyncio.Event) -> None:
+        """The referral relay and the close-of-day maintenance, between batches."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.ledger.relay_until_idle)
+                if self.schedule is not None:
+                    await asyncio.to_thread(self.schedule.run_due, self.ledger, self.clock())
+            except Exception as exc:
+                log.warning("background step failed (%s); retrying", type(exc).__name__)
+            await _sleep_or_stop(stop, 1.0)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT ask the worker to stop after the batch in flight."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
