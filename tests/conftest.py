@@ -11,6 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.kafka_support import kafka_broker  # noqa: F401  (a session-wide broker fixture)
+
 PG_URL = os.environ.get("CARELEDGER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -18,7 +18,7 @@ from consumers.metrics import WorkerMetrics
 from consumers.worker import LedgerWorker
 from tests.conftest import Database
 from tests.events import cloudevent
-from tests.kafka_support import create_topic, kafka_broker, unique_name  # noqa: F401
+from tests.kafka_support import create_topic, unique_name
 
 pytestmark = pytest.mark.integration
 
