@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from careledger.bootstrap import configure_logging
 from careledger.commands import (
+    demo_commands,
     ledger_commands,
     producer_commands,
     projection_commands,
@@ -15,7 +16,13 @@ from careledger.commands import (
 )
 from careledger.settings import Settings
 
-COMMAND_MODULES = [ledger_commands, worker_commands, projection_commands, producer_commands]
+COMMAND_MODULES = [
+    ledger_commands,
+    worker_commands,
+    demo_commands,
+    projection_commands,
+    producer_commands,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,460 @@
+"""A simulated clinic: its patients' valid v1 interactions, one day at a time, in time order.
+
+Each patient acts through scheduled tasks (an agenda keyed by day) rather than by being
+visited every day: a visit schedules the next one after a random gap, a year plan schedules
+that year's checkups and assessments. Only the tasks due today are touched, so the cost is
+per event, not per patient-day, and memory holds today's events plus a few pending tasks
+per patient, however many days are simulated.
+
+Everything random comes from one seeded ``random.Random`` and time comes from the day index,
+never the wall clock, so a seed and a start date always give the same traffic.
+"""
+
+from __future__ import annotations
+
+import sys
+from bisect import bisect
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, timedelta
+from itertools import accumulate
+from random import Random
+from typing import Any, Final, TypeVar
+
+import orjson
+
+from producers import habits as h
+
+Event = dict[str, Any]
+_Action = Callable[[int, "_Patient", Any], None]
+
+# Agenda entries are plain ints, (argument ticket << 36) | (patient index << 4) | action, not
+# tuples of bound methods: ints are invisible to the garbage collector, and millions of
+# short-lived tuples promoted to the oldest generation made full collections half the runtime.
+_ENROL, _VISIT, _STEPS, _REDEEM, _REFER, _PLAN_YEAR, _ASSESS, _CHECKUP, _VOID, _CANCEL = range(10)
+_ACTION_BITS: Final = 4
+_PATIENT_BITS: Final = 32
+_T = TypeVar("_T")
+
+_NEVER: Final = sys.maxsize
+# "HH:MM:" and "SSZ" for every minute and second of a day: two lookups beat a 4-field format.
+_MINUTES: Final = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(24 * 60))
+_SECONDS: Final = tuple(f"{s:02d}Z" for s in range(60))
+_CURRENCY: Final = "USD"
+
+
+class _Patient:
+    """What the simulator remembers about one patient: habit, schedule and a rough balance."""
+
+    __slots__ = (
+        "churn_day",
+        "debt",
+        "device",
+        "enrolled",
+        "habit",
+        "index",
+        "join_day",
+        "late",
+        "lots",
+        "pid",
+        "referred",
+        "referrer",
+        "review_day",
+        "step_mean",
+    )
+
+    def __init__(self, index: int, habit: h.Habit, join_day: int, late: bool) -> None:
+        self.index = index - 1  # position in the clinic's patient list
+        self.pid = f"p-{index:06d}"
+        self.habit = habit
+        self.join_day = join_day
+        self.late = late
+        self.enrolled = False
+        self.referred = False
+        self.referrer: str | None = None
+        self.churn_day = _NEVER
+        self.lots: dict[int, int] = {}  # 30-day bucket -> base points still available
+        self.debt = 0
+        self.review_day = -_NEVER
+        self.step_mean = 0.0
+        self.device = f"band-{index:06d}"
+
+
+class _Picker:
+    """Weighted choice by one uniform draw and a bisect (``random.choices`` is slower)."""
+
+    def __init__(self, items: Sequence[tuple[_T, float]]) -> None:
+        self.values = [value for value, _ in items]
+        self.cumulative = list(accumulate(weight for _, weight in items))
+
+    def pick(self, rng: Random) -> Any:
+        return self.values[bisect(self.cumulative, rng.random() * self.cumulative[-1])]
+
+
+_HABITS: Final = _Picker([(habit, habit.share) for habit in h.HABITS])
+_VISIT_TYPES: Final = _Picker([(name, spec[0]) for name, spec in h.VISITS.items()])
+_RATINGS: Final = _Picker(h.RATINGS)
+
+
+class Clinic:
+    """Generates the valid events of ``patients`` patients over ``days`` days from ``start``."""
+
+    def __init__(self, patients: int, days: int, seed: int, start: date) -> None:
+        self._rng = Random(seed)
+        self._seed = seed
+        self._days = days
+        self._start = start
+        self._patient_count = patients
+        self._agenda: dict[int, list[int]] = {}
+        self._args: dict[int, Any] = {}
+        self._tickets = 0
+        self._actions: tuple[_Action, ...] = (
+            self._enrol,
+            self._visit,
+            self._steps,
+            self._redeem,
+            self._refer,
+            self._plan_year,
+            self._assess,
+            self._checkup,
+            self._void,
+            self._cancel,
+        )
+        self._today: list[tuple[int, int, bytes, str, str]] = []
+        self._day = -1
+        self._prefix = ""
+        self._iso_day = ""
+        self._seq = 0
+        self._outsiders = 0
+        self._patients: list[_Patient] = []
+        self._future: list[_Patient] = []  # late joiners, claimable as referees
+        self._populate()
+
+    def days(self) -> Iterator[list[tuple[bytes, str, str]]]:
+        """Each day's events as (JSON bytes, subject, type), sorted by event time.
+
+        Ties keep the order the events were made in, so a payment follows its visit.
+        """
+        actions, patients, args = self._actions, self._patients, self._args
+        action_mask = (1 << _ACTION_BITS) - 1
+        patient_mask = (1 << _PATIENT_BITS) - 1
+        for day in range(self._days):
+            self._day = day
+            self._iso_day = (self._start + timedelta(days=day)).isoformat()
+            self._prefix = self._iso_day + "T"
+            for entry in self._agenda.pop(day, ()):
+                ticket = entry >> (_ACTION_BITS + _PATIENT_BITS)
+                patient = patients[(entry >> _ACTION_BITS) & patient_mask]
+                actions[entry & action_mask](day, patient, args.pop(ticket) if ticket else None)
+            self._today.sort()  # (second, sequence) is unique: the rest is never compared
+            yield [(payload, subject, kind) for _, _, payload, subject, kind in self._today]
+            self._today = []
+
+    def _populate(self) -> None:
+        rng = self._rng
+        launch_days = min(self._days, h.LAUNCH_DAYS)
+        for index in range(1, self._patient_count + 1):
+            habit: h.Habit = _HABITS.pick(rng)
+            late = rng.random() >= h.LAUNCH_SHARE
+            join_day = rng.randrange(self._days if late else launch_days)
+            patient = _Patient(index, habit, join_day, late)
+            if habit.wears_device:
+                patient.step_mean = rng.uniform(3_500, 12_500)
+            self._patients.append(patient)
+            self._schedule(join_day, _ENROL, patient)
+            if late:
+                self._future.append(patient)
+        rng.shuffle(self._future)
+
+    # -- scheduling and output ---------------------------------------------------------------
+
+    def _schedule(self, day: int, action: int, patient: _Patient, arg: Any = None) -> None:
+        """Queue a task; never for today (today's list is being read) nor past the horizon."""
+        if day <= self._day:
+            day = self._day + 1
+        if day >= self._days:
+            return
+        entry = patient.index << _ACTION_BITS | action
+        if arg is not None:
+            self._tickets += 1
+            self._args[self._tickets] = arg
+            entry |= self._tickets << (_ACTION_BITS + _PATIENT_BITS)
+        self._agenda.setdefault(day, []).append(entry)
+
+    def _again(self, day: int, per_day: float, action: int, patient: _Patient) -> None:
+        """Schedule the next occurrence of a Poisson-like habit after a random gap."""
+        if per_day > 0:
+            self._schedule(day + 1 + int(self._rng.expovariate(per_day)), action, patient)
+
+    def _emit(self, second: int, patient: _Patient, kind: str, source: str, data: Event) -> str:
+        """Record one event at ``second`` of today; returns its CloudEvents id.
+
+        It is serialised at once: bytes are invisible to the garbage collector, and a day's
+        worth of dicts kept until the day ends was a large part of the collector's work.
+        """
+        self._seq += 1
+        second = min(second, 86_399)
+        event_id = f"{h.ID_TAGS[source]}-{self._seed}-{self._seq}"
+        minute, rest = divmod(second, 60)
+        event = {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": source,
+            "type": kind,
+            "time": self._prefix + _MINUTES[minute] + _SECONDS[rest],
+            "subject": patient.pid,
+            "data": data,
+        }
+        self._today.append((second, self._seq, orjson.dumps(event), patient.pid, kind))
+        return event_id
+
+    def _second(self, from_hour: int, to_hour: int) -> int:
+        # random() and a multiply: randrange costs three times as much on this hot path.
+        return from_hour * 3600 + int(self._rng.random() * (to_hour - from_hour) * 3600)
+
+    def _count(self, expected: float) -> int:
+        """A whole number of occurrences with the given mean."""
+        whole = int(expected)
+        return whole + (self._rng.random() < expected - whole)
+
+    # -- rough balance, in base points -------------------------------------------------------
+
+    def _earn(self, day: int, patient: _Patient, points: int) -> None:
+        repaid = min(patient.debt, points)
+        patient.debt -= repaid
+        if points > repaid:
+            bucket = day // 30
+            patient.lots[bucket] = patient.lots.get(bucket, 0) + points - repaid
+
+    def _available(self, day: int, patient: _Patient) -> int:
+        # A bucket goes once day // 30 reaches it + 12: at least 5 days before its real expiry.
+        for bucket in [b for b in patient.lots if b <= day // 30 - 12]:
+            del patient.lots[bucket]
+        return sum(patient.lots.values()) - patient.debt
+
+    def _spend(self, day: int, patient: _Patient, points: int) -> None:
+        self._available(day, patient)
+        for bucket in list(patient.lots):  # insertion order is oldest first
+            taken = min(points, patient.lots[bucket])
+            patient.lots[bucket] -= taken
+            points -= taken
+            if not patient.lots[bucket]:
+                del patient.lots[bucket]
+            if not points:
+                return
+        patient.debt += points
+
+    # -- what patients do --------------------------------------------------------------------
+
+    def _enrol(self, day: int, patient: _Patient, _: Any) -> None:
+        if patient.enrolled or patient.join_day != day:
+            return  # rescheduled by a referral: the task at the new day enrols
+        rng, habit = self._rng, patient.habit
+        patient.enrolled = True
+        channel, source = rng.choice(h.CHANNELS)
+        data: Event = {"channel": channel}
+        referrer = patient.referrer
+        if referrer is None and patient.late and rng.random() < h.WORD_OF_MOUTH_SHARE:
+            referrer = self._someone_enrolled()
+        if referrer is not None:
+            data["referred_by"] = referrer
+        self._emit(self._second(8, 21), patient, "patient.enrolled", source, data)
+        if habit.churns:
+            patient.churn_day = day + 30 + int(rng.expovariate(1 / h.CHURN_MEAN_DAYS))
+        if patient.referred:  # the referee's first visit falls inside the bonus window
+            self._schedule(day + rng.randint(1, 21), _VISIT, patient)
+        else:
+            self._again(day, habit.visits_per_month / 30, _VISIT, patient)
+        if habit.wears_device:
+            self._schedule(day + 1, _STEPS, patient)
+        self._again(day, habit.redemptions_per_year / 365, _REDEEM, patient)
+        self._again(day, habit.referrals_per_year / 365, _REFER, patient)
+        self._plan_year(day, patient, None)
+
+    def _someone_enrolled(self) -> str | None:
+        for _ in range(5):
+            other = self._patients[self._rng.randrange(self._patient_count)]
+            if other.enrolled:
+                return other.pid
+        return None
+
+    def _visit(self, day: int, patient: _Patient, _: Any) -> None:
+        if day >= patient.churn_day:
+            return
+        rng, habit = self._rng, patient.habit
+        visit_type: str = _VISIT_TYPES.pick(rng)
+        _, points, (low, high), (opens, closes) = h.VISITS[visit_type]
+        second = self._second(opens, closes)
+        data: Event = {"visit_id": f"visit-{self._seed}-{self._seq + 1}", "visit_type": visit_type}
+        if visit_type != "telehealth":
+            data["location_id"] = rng.choice(h.LOCATIONS)
+        visit_id = self._emit(second, patient, "visit.completed", h.EMR, data)
+        self._earn(day, patient, points)
+        self._maybe_void(day, patient, h.EMR, visit_id, points, h.VISIT_VOID_REASONS)
+        if rng.random() < habit.pays_after_visit:
+            second += rng.randint(300, 1800)
+            cents = rng.randint(low, high)
+            if rng.random() < 0.8:  # list prices are whole multiples of 5.00; co-pays are not
+                cents -= cents % 500
+            amount = {"amount": f"{cents // 100}.{cents % 100:02d}", "currency": _CURRENCY}
+            paid = self._emit(second, patient, "payment.recorded", h.POS, amount)
+            self._maybe_void(day, patient, h.POS, paid, 0, h.PAYMENT_VOID_REASONS)
+        if rng.random() < habit.reviews_after_visit:
+            self._review(day, patient, second + rng.randint(3600, 6 * 3600))
+        self._again(day, habit.visits_per_month / 30, _VISIT, patient)
+
+    def _maybe_void(
+        self,
+        day: int,
+        patient: _Patient,
+        source: str,
+        event_id: str,
+        points: int,
+        reasons: tuple[str, ...],
+    ) -> None:
+        if self._rng.random() < h.VOID_SHARE:
+            arg = (source, event_id, points, self._rng.choice(reasons))
+            self._schedule(day + self._rng.randint(1, 5), _VOID, patient, arg)
+
+    def _void(self, day: int, patient: _Patient, arg: tuple[str, str, int, str]) -> None:
+        source, voided_id, points, reason = arg
+        data = {"voided_id": voided_id, "voided_source": source, "reason": reason}
+        self._emit(self._second(8, 19), patient, "interaction.voided", source, data)
+        # The ledger takes back what was earned, tier multiplier included: assume the most.
+        self._spend(day, patient, int(points * h.MAX_TIER_MULTIPLIER))
+
+    def _review(self, day: int, patient: _Patient, second: int) -> None:
+        data: Event = {"rating": _RATINGS.pick(self._rng)}
+        channel = self._rng.choice(h.REVIEW_CHANNELS)
+        if channel is not None:
+            data["channel"] = channel
+        self._emit(second, patient, "review.submitted", h.PORTAL, data)
+        if day - patient.review_day >= h.REVIEW_COOLDOWN_DAYS:
+            patient.review_day = day
+            self._earn(day, patient, h.REVIEW_POINTS)
+
+    def _steps(self, day: int, patient: _Patient, _: Any) -> None:
+        if day >= patient.churn_day:
+            return
+        rng = self._rng
+        self._schedule(day + 1, _STEPS, patient)
+        if rng.random() >= h.READING_DAYS:
+            return
+        mean = patient.step_mean
+        total = min(60_000, max(0, int(rng.gauss(mean, mean * 0.35))))
+        device = patient.device
+        if rng.random() < h.SECOND_READING:
+            partial = int(total * rng.uniform(0.3, 0.7))
+            reading = {"metric": "steps", "day": self._iso_day, "value": partial, "device": device}
+            self._emit(self._second(12, 16), patient, "activity.reading", h.WEARABLES, reading)
+        reading = {"metric": "steps", "day": self._iso_day, "value": total, "device": device}
+        self._emit(self._second(20, 24), patient, "activity.reading", h.WEARABLES, reading)
+        for floor, points in h.STEP_BANDS:
+            if total >= floor:
+                self._earn(day, patient, points)
+                break
+
+    def _redeem(self, day: int, patient: _Patient, _: Any) -> None:
+        if day >= patient.churn_day:
+            return
+        rng = self._rng
+        self._again(day, patient.habit.redemptions_per_year / 365, _REDEEM, patient)
+        available = self._available(day, patient)
+        if rng.random() < h.OVERREACH:  # asks for the cheapest reward it cannot afford
+            choices = [reward for reward in h.REWARDS if reward[1] > available][:1]
+        else:
+            choices = [reward for reward in h.REWARDS if reward[1] <= available * h.SPEND_SHARE]
+        if not choices:
+            return
+        reward_id, points = rng.choice(choices)
+        redemption_id = f"rdm-{self._seed}-{self._seq + 1}"
+        data = {"redemption_id": redemption_id, "reward_id": reward_id, "points": points}
+        self._emit(self._second(7, 23), patient, "redemption.requested", h.PORTAL, data)
+        if points <= available:
+            self._spend(day, patient, points)
+            if rng.random() < h.CANCEL_SHARE:
+                self._schedule(day + rng.randint(1, 10), _CANCEL, patient, redemption_id)
+
+    def _cancel(self, day: int, patient: _Patient, redemption_id: str) -> None:
+        # The returned points are not added back: they return to their original lots, which
+        # may expire soon, and an estimate that is too low only makes redemptions safer.
+        data = {"redemption_id": redemption_id}
+        self._emit(self._second(7, 23), patient, "redemption.cancelled", h.PORTAL, data)
+
+    def _refer(self, day: int, patient: _Patient, _: Any) -> None:
+        if day >= patient.churn_day:
+            return
+        rng = self._rng
+        self._again(day, patient.habit.referrals_per_year / 365, _REFER, patient)
+        referee = self._claim_referee(day) if rng.random() < h.REFERRAL_CONVERTS else None
+        if referee is None:  # a friend who never signs up
+            self._outsiders += 1
+            name = f"p-{self._patient_count + self._outsiders:06d}"
+        else:
+            name = referee.pid
+            referee.referred = True
+            referee.join_day = day + rng.randint(1, 10)
+            if rng.random() < h.REFERRED_BY_ON_ENROLMENT:
+                referee.referrer = patient.pid
+            self._schedule(referee.join_day, _ENROL, referee)
+        self._emit(self._second(7, 23), patient, "referral.made", h.PORTAL, {"referee": name})
+
+    def _claim_referee(self, day: int) -> _Patient | None:
+        """A late joiner who has not enrolled yet and would otherwise join well after today."""
+        while self._future:
+            candidate = self._future.pop()
+            if not candidate.enrolled and candidate.join_day > day + 10:
+                return candidate
+        return None
+
+    # -- the year's preventive care ----------------------------------------------------------
+
+    def _plan_year(self, day: int, patient: _Patient, _: Any) -> None:
+        """Schedule the rest of this calendar year's checkups and assessments."""
+        if day >= patient.churn_day:
+            return
+        rng, habit = self._rng, patient.habit
+        year = (self._start + timedelta(days=day)).year
+        first, end = self._index(date(year, 1, 1)), self._index(date(year + 1, 1, 1))
+        left = (end - day) / (end - first)
+        if rng.random() < habit.wellness_per_year * left:  # once per calendar year at most
+            self._checkup_between(day, end, patient, "annual_wellness")
+        if rng.random() < habit.flu_shot_per_year:  # peaks in autumn
+            flu_day = first + int(rng.gauss(h.FLU_SEASON_PEAK_DOY, h.FLU_SEASON_SPREAD_DAYS))
+            if day < flu_day < end:
+                self._schedule(flu_day, _CHECKUP, patient, "vaccination")
+        for kind, per_year in (
+            ("vaccination", h.OTHER_VACCINES_PER_YEAR),
+            ("screening", habit.screenings_per_year),
+            ("dental_cleaning", habit.dental_per_year),
+        ):
+            for _ in range(self._count(per_year * left)):
+                self._checkup_between(day, end, patient, kind)
+        for month in (1, 4, 7, 10):
+            q_first = self._index(date(year, month, 1))
+            q_end = self._index(date(year, month + 3, 1) if month < 10 else date(year + 1, 1, 1))
+            share = min(1.0, (q_end - day - 1) / (q_end - q_first))
+            if share > 0 and rng.random() < habit.assessment_per_quarter * share:
+                assess_day = rng.randrange(max(day + 1, q_first), q_end)
+                self._schedule(assess_day, _ASSESS, patient)
+        self._schedule(end, _PLAN_YEAR, patient)
+
+    def _index(self, when: date) -> int:
+        return (when - self._start).days
+
+    def _checkup_between(self, day: int, end: int, patient: _Patient, kind: str) -> None:
+        if day + 1 < end:
+            self._schedule(self._rng.randrange(day + 1, end), _CHECKUP, patient, kind)
+
+    def _checkup(self, day: int, patient: _Patient, kind: str) -> None:
+        if day >= patient.churn_day:
+            return
+        data = {"checkup_type": kind}
+        self._emit(self._second(8, 17), patient, "checkup.completed", h.EMR, data)
+        self._earn(day, patient, h.CHECKUP_POINTS[kind])
+
+    def _assess(self, day: int, patient: _Patient, _: Any) -> None:
+        if day >= patient.churn_day:
+            return
+        data = {"assessment_id": f"asm-{self._seed}-{self._seq + 1}"}
+        self._emit(self._second(7, 22), patient, "assessment.completed", h.PORTAL, data)
+        self._earn(day, patient, h.ASSESSMENT_POINTS)

@@ -1,0 +1,50 @@
+"""The Kafka topics careledger owns, declared once so no module spells a topic name itself.
+
+| name                             | key                 | schema         | the one writer        |
+|----------------------------------|---------------------|----------------|-----------------------|
+| `careledger.interactions.v1`     | patient (`subject`) | `schemas.v1`   | `producers.publisher` |
+| `careledger.interactions.v1.dlq` | the refused key     | payload + code | the ledger worker     |
+
+The interactions topic is written only through ``producers.publisher.InteractionPublisher``:
+upstream systems call ``publish`` (validated), ``careledger simulate`` calls its unvalidated
+raw path on purpose to exercise the dead-letter path. The DLQ key is ``None`` when the refused
+record had no key.
+
+Keys are patients, never event types: Kafka orders records per partition, and the ledger
+applies a patient's interactions in arrival order, so one patient must map to one partition.
+Partition counts come from ``Settings.partitions`` at the entry point, not from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic's contract: what its records are keyed by and carry, and who may write it."""
+
+    name: str
+    key: str
+    schema: str
+    writer: str
+
+
+INTERACTIONS_TOPIC: Final = "careledger.interactions.v1"
+INTERACTIONS_DLQ_TOPIC: Final = "careledger.interactions.v1.dlq"
+
+INTERACTIONS: Final = TopicSpec(
+    name=INTERACTIONS_TOPIC,
+    key="patient id (CloudEvents subject)",
+    schema="v1 CloudEvent, structured JSON (schemas.v1)",
+    writer="producers.publisher (upstream systems, careledger simulate)",
+)
+INTERACTIONS_DLQ: Final = TopicSpec(
+    name=INTERACTIONS_DLQ_TOPIC,
+    key="the refused record's key (patient id, or none)",
+    schema="the refused payload as received, with rejection code and reason",
+    writer="the ledger worker (consumers/)",
+)
+
+TOPICS: Final[tuple[TopicSpec, ...]] = (INTERACTIONS, INTERACTIONS_DLQ)

@@ -1,0 +1,212 @@
+"""The read models' tables: the analysts' contract (docs/analysts.md documents every column).
+
+One ``MetaData`` serves PostgreSQL and SQLite. Two column types paper over SQLite: times are
+stored as UTC and always read back timezone-aware, and money keeps two decimals exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.types import TypeEngine
+
+CENT = Decimal("0.01")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """``timestamptz`` on PostgreSQL; UTC text on SQLite, read back as aware UTC datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Money(TypeDecorator[Decimal]):
+    """``numeric(18,2)``; SQLite has no decimal type, so the value is re-quantized on read."""
+
+    impl = Numeric(18, 2)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Numeric(18, 2, asdecimal=False))
+        return dialect.type_descriptor(Numeric(18, 2))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return str(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(str(value)).quantize(CENT)
+
+
+metadata = MetaData()
+
+
+def _points(name: str) -> Column[int]:
+    return Column(name, BigInteger, nullable=False, default=0)
+
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+    Column("account_id", Uuid, nullable=False, unique=True),
+    _points("available"),
+    Column("tier", Text, nullable=False),
+    _points("qualifying_points"),
+    _points("lifetime_earned"),
+    _points("lifetime_redeemed"),
+    _points("lifetime_expired"),
+    _points("lifetime_reversed"),
+    Column("discount_percent", Integer, nullable=False),
+    Column("spend_total", Money, nullable=False),
+    Column("rewards_unlocked", Integer, nullable=False),
+    Column("first_activity_at", UtcDateTime, nullable=True),
+    Column("last_activity_at", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("entry_id", Uuid, primary_key=True),
+    Column("program_id", Text, nullable=False),
+    Column("patient_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("rule_id", Text, nullable=False),
+    Column("program_version", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("source_id", Text, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Index("ledger_entries_patient", "program_id", "patient_id"),
+    Index("ledger_entries_time", "program_id", "occurred_at"),
+)
+
+tier_history = Table(
+    "tier_history",
+    metadata,
+    Column("program_id", Text, nullable=False),
+    Column("patient_id", Text, nullable=False),
+    Column("from_tier", Text, nullable=False),
+    Column("to_tier", Text, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("tier_history_patient", "program_id", "patient_id", "occurred_at"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("origin", Text, primary_key=True),
+    Column("source", Text, nullable=True),
+    Column("source_id", Text, nullable=True),
+    Column("code", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+# Helper: one row per (program, patient, month) with any accepted interaction; ``active`` when
+# one of them counts as activity. Cohorts and 12-month retention are derived from it.
+patient_activity_months = Table(
+    "patient_activity_months",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+    Column("month_index", Integer, primary_key=True),  # year * 12 + month - 1
+    Column("month", Date, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Index("patient_activity_months_month", "program_id", "month_index"),
+)
+
+# Helper: the UTC days on which a patient was active (counts ``active_patients`` per day).
+patient_activity_days = Table(
+    "patient_activity_days",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+)
+
+retention_cohorts = Table(
+    "retention_cohorts",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("cohort_month", Date, primary_key=True),
+    Column("month_offset", Integer, primary_key=True),
+    Column("cohort_size", Integer, nullable=False),
+    Column("active_patients", Integer, nullable=False),
+    Column("retention_rate", Float, nullable=False),
+)
+
+program_kpis_daily = Table(
+    "program_kpis_daily",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("interactions", Integer, nullable=False, default=0),
+    Column("active_patients", Integer, nullable=False, default=0),
+    Column("new_patients", Integer, nullable=False, default=0),
+    _points("points_earned"),
+    _points("points_redeemed"),
+    _points("points_expired"),
+    _points("points_reversed"),
+    _points("liability_points"),
+    Column("redemption_rate", Float, nullable=True),
+    Column("breakage_rate", Float, nullable=True),
+)
+
+# Tracking, not a read model: where each projection is in the ledger's notification log.
+projection_positions = Table(
+    "projection_positions",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("last_event_at", UtcDateTime, nullable=True),
+)
+
+READ_MODELS = (
+    balances,
+    ledger_entries,
+    tier_history,
+    dead_letters,
+    retention_cohorts,
+    program_kpis_daily,
+    patient_activity_months,
+    patient_activity_days,
+)

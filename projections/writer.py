@@ -1,0 +1,187 @@
+"""Turns one batch's row changes into a handful of bulk statements, inside the caller's
+transaction (the runner commits them together with the projection's new position).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from datetime import date, datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from sqlalchemy import Float, Table, Uuid, any_, bindparam, case, cast, func, select, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from projections import bulk
+from projections.bulk import Upsert
+from projections.changes import (
+    BALANCE_COLUMNS,
+    KPI_COLUMNS,
+    BalanceRow,
+    BatchChanges,
+    month_start,
+)
+from projections.tables import (
+    balances,
+    dead_letters,
+    ledger_entries,
+    patient_activity_days,
+    patient_activity_months,
+    program_kpis_daily,
+    projection_positions,
+    tier_history,
+)
+
+CHUNK = 1000
+T = TypeVar("T")
+
+
+class PositionMoved(RuntimeError):
+    """Raised when another projector advanced the position first; this batch is rolled back."""
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def upsert(conn: AsyncConnection, table: Table) -> Any:
+    """``INSERT`` with the dialect's ``ON CONFLICT`` support."""
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+async def load_accounts(conn: AsyncConnection, ids: Collection[UUID]) -> dict[UUID, BalanceRow]:
+    """The stored ``balances`` rows of the given accounts."""
+    loaded: dict[UUID, BalanceRow] = {}
+    if not ids:
+        return loaded
+    if conn.dialect.name == "postgresql":  # one array parameter instead of one per id
+        ids_param = bindparam("ids", list(ids), type_=postgresql.ARRAY(Uuid))
+        queries = [select(balances).where(balances.c.account_id == any_(ids_param))]
+    else:
+        queries = [
+            select(balances).where(balances.c.account_id.in_(part)) for part in chunks(list(ids))
+        ]
+    for query in queries:
+        for row in await conn.execute(query):
+            loaded[row.account_id] = BalanceRow.from_row(row)
+    return loaded
+
+
+BALANCES = Upsert(
+    balances,
+    keys=("program_id", "patient_id"),
+    merge={c: "replace" for c in BALANCE_COLUMNS if c not in ("program_id", "patient_id")},
+)
+ENTRIES = Upsert(ledger_entries)
+TIER_HISTORY = Upsert(tier_history)
+DEAD_LETTERS = Upsert(dead_letters)
+MONTHS = Upsert(
+    patient_activity_months,
+    keys=("program_id", "patient_id", "month_index"),
+    merge={"active": "or"},
+)
+# A patient-day new to the table is one more active patient that day: RETURNING says which.
+DAYS = Upsert(
+    patient_activity_days, keys=("program_id", "day", "patient_id"), returning=("program_id", "day")
+)
+KPIS = Upsert(
+    program_kpis_daily, keys=("program_id", "day"), merge=dict.fromkeys(KPI_COLUMNS, "add")
+)
+
+
+async def write_changes(conn: AsyncConnection, changes: BatchChanges) -> dict[str, int]:
+    """Write every row change of the batch; returns rows written per table."""
+    written: dict[str, int] = {}
+
+    async def put(spec: Upsert, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        returned = await bulk.write(conn, spec, rows)
+        if rows:
+            written[spec.table.name] = len(returned) if spec.returning else len(rows)
+        return returned
+
+    await put(BALANCES, [row.as_row() for row in changes.accounts.values()])
+    await put(ENTRIES, list(changes.entries.values()))
+    await put(TIER_HISTORY, changes.tier_changes)
+    await put(DEAD_LETTERS, changes.dead_letters)
+    await put(MONTHS, _month_rows(changes))
+    day_rows = [{"program_id": p, "day": d, "patient_id": s} for p, d, s in sorted(changes.days)]
+    for program_id, day in await put(DAYS, day_rows):
+        changes.kpis[(program_id, day)].active_patients += 1
+    await put(KPIS, _kpi_rows(changes))
+    for program_id, since in changes.earliest_kpi_days().items():
+        await refresh_running_totals(conn, program_id, since)
+    return written
+
+
+def _month_rows(changes: BatchChanges) -> list[dict[str, Any]]:
+    return [
+        {
+            "program_id": program_id,
+            "patient_id": patient_id,
+            "month_index": index,
+            "month": month_start(index),
+            "active": active,
+        }
+        for (program_id, patient_id, index), active in sorted(changes.months.items())
+    ]
+
+
+def _kpi_rows(changes: BatchChanges) -> list[dict[str, Any]]:
+    # The to-date columns start empty; refresh_running_totals fills them.
+    to_date = {"liability_points": 0, "redemption_rate": None, "breakage_rate": None}
+    return [
+        {"program_id": program_id, "day": day, **vars(delta), **to_date}
+        for (program_id, day), delta in sorted(changes.kpis.items())
+    ]
+
+
+async def refresh_running_totals(conn: AsyncConnection, program_id: str, since: date) -> None:
+    """Recompute the to-date columns (liability, rates) of ``program_id`` from ``since`` on."""
+    k = program_kpis_daily
+
+    def to_date(column: Any) -> Any:
+        return func.sum(column).over(order_by=k.c.day, rows=(None, 0))
+
+    totals = (
+        select(
+            k.c.day,
+            to_date(k.c.points_earned).label("earned"),
+            to_date(k.c.points_redeemed).label("redeemed"),
+            to_date(k.c.points_expired).label("expired"),
+            to_date(k.c.points_reversed).label("reversed"),
+        )
+        .where(k.c.program_id == program_id)
+        .subquery()
+    )
+    earned = totals.c.earned
+
+    def rate(points: Any) -> Any:
+        return case((earned > 0, cast(points, Float) / earned), else_=None)
+
+    await conn.execute(
+        update(k)
+        .where(k.c.program_id == program_id, k.c.day >= since, k.c.day == totals.c.day)
+        .values(
+            liability_points=earned - totals.c.redeemed - totals.c.expired - totals.c.reversed,
+            redemption_rate=rate(totals.c.redeemed),
+            breakage_rate=rate(totals.c.expired),
+        )
+    )
+
+
+async def advance_position(
+    conn: AsyncConnection, name: str, old: int, new: int, last_event_at: datetime | None
+) -> None:
+    """Move the position from ``old`` to ``new``, or fail if someone else moved it."""
+    table = projection_positions
+    result = await conn.execute(
+        update(table)
+        .where(table.c.name == name, table.c.position == old)
+        .values(position=new, last_event_at=last_event_at)
+    )
+    if result.rowcount != 1:
+        raise PositionMoved(f"projection {name} is no longer at position {old}")
