@@ -12,7 +12,6 @@ never the wall clock, so a seed and a start date always give the same traffic.
 
 from __future__ import annotations
 
-import sys
 from bisect import bisect
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, timedelta
@@ -23,9 +22,10 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from producers import habits as h
+from producers.patients import Patient
 
 Event = dict[str, Any]
-_Action = Callable[[int, "_Patient", Any], None]
+_Action = Callable[[int, Patient, Any], None]
 
 # Agenda entries are plain ints, (argument ticket << 36) | (patient index << 4) | action, not
 # tuples of bound methods: ints are invisible to the garbage collector, and millions of
@@ -35,48 +35,10 @@ _ACTION_BITS: Final = 4
 _PATIENT_BITS: Final = 32
 _T = TypeVar("_T")
 
-_NEVER: Final = sys.maxsize
 # "HH:MM:" and "SSZ" for every minute and second of a day: two lookups beat a 4-field format.
 _MINUTES: Final = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(24 * 60))
 _SECONDS: Final = tuple(f"{s:02d}Z" for s in range(60))
 _CURRENCY: Final = "USD"
-
-
-class _Patient:
-    """What the simulator remembers about one patient: habit, schedule and a rough balance."""
-
-    __slots__ = (
-        "churn_day",
-        "debt",
-        "device",
-        "enrolled",
-        "habit",
-        "index",
-        "join_day",
-        "late",
-        "lots",
-        "pid",
-        "referred",
-        "referrer",
-        "review_day",
-        "step_mean",
-    )
-
-    def __init__(self, index: int, habit: h.Habit, join_day: int, late: bool) -> None:
-        self.index = index - 1  # position in the clinic's patient list
-        self.pid = f"p-{index:06d}"
-        self.habit = habit
-        self.join_day = join_day
-        self.late = late
-        self.enrolled = False
-        self.referred = False
-        self.referrer: str | None = None
-        self.churn_day = _NEVER
-        self.lots: dict[int, int] = {}  # 30-day bucket -> base points still available
-        self.debt = 0
-        self.review_day = -_NEVER
-        self.step_mean = 0.0
-        self.device = f"band-{index:06d}"
 
 
 class _Picker:
@@ -125,8 +87,8 @@ class Clinic:
         self._iso_day = ""
         self._seq = 0
         self._outsiders = 0
-        self._patients: list[_Patient] = []
-        self._future: list[_Patient] = []  # late joiners, claimable as referees
+        self._patients: list[Patient] = []
+        self._future: list[Patient] = []  # late joiners, claimable as referees
         self._populate()
 
     def days(self) -> Iterator[list[tuple[bytes, str, str]]]:
@@ -156,7 +118,7 @@ class Clinic:
             habit: h.Habit = _HABITS.pick(rng)
             late = rng.random() >= h.LAUNCH_SHARE
             join_day = rng.randrange(self._days if late else launch_days)
-            patient = _Patient(index, habit, join_day, late)
+            patient = Patient(index, habit, join_day, late)
             if habit.wears_device:
                 patient.step_mean = rng.uniform(3_500, 12_500)
             self._patients.append(patient)
@@ -167,7 +129,7 @@ class Clinic:
 
     # -- scheduling and output ---------------------------------------------------------------
 
-    def _schedule(self, day: int, action: int, patient: _Patient, arg: Any = None) -> None:
+    def _schedule(self, day: int, action: int, patient: Patient, arg: Any = None) -> None:
         """Queue a task; never for today (today's list is being read) nor past the horizon."""
         if day <= self._day:
             day = self._day + 1
@@ -180,12 +142,12 @@ class Clinic:
             entry |= self._tickets << (_ACTION_BITS + _PATIENT_BITS)
         self._agenda.setdefault(day, []).append(entry)
 
-    def _again(self, day: int, per_day: float, action: int, patient: _Patient) -> None:
+    def _again(self, day: int, per_day: float, action: int, patient: Patient) -> None:
         """Schedule the next occurrence of a Poisson-like habit after a random gap."""
         if per_day > 0:
             self._schedule(day + 1 + int(self._rng.expovariate(per_day)), action, patient)
 
-    def _emit(self, second: int, patient: _Patient, kind: str, source: str, data: Event) -> str:
+    def _emit(self, second: int, patient: Patient, kind: str, source: str, data: Event) -> str:
         """Record one event at ``second`` of today; returns its CloudEvents id.
 
         It is serialised at once: bytes are invisible to the garbage collector, and a day's
@@ -216,36 +178,9 @@ class Clinic:
         whole = int(expected)
         return whole + (self._rng.random() < expected - whole)
 
-    # -- rough balance, in base points -------------------------------------------------------
-
-    def _earn(self, day: int, patient: _Patient, points: int) -> None:
-        repaid = min(patient.debt, points)
-        patient.debt -= repaid
-        if points > repaid:
-            bucket = day // 30
-            patient.lots[bucket] = patient.lots.get(bucket, 0) + points - repaid
-
-    def _available(self, day: int, patient: _Patient) -> int:
-        # A bucket goes once day // 30 reaches it + 12: at least 5 days before its real expiry.
-        for bucket in [b for b in patient.lots if b <= day // 30 - 12]:
-            del patient.lots[bucket]
-        return sum(patient.lots.values()) - patient.debt
-
-    def _spend(self, day: int, patient: _Patient, points: int) -> None:
-        self._available(day, patient)
-        for bucket in list(patient.lots):  # insertion order is oldest first
-            taken = min(points, patient.lots[bucket])
-            patient.lots[bucket] -= taken
-            points -= taken
-            if not patient.lots[bucket]:
-                del patient.lots[bucket]
-            if not points:
-                return
-        patient.debt += points
-
     # -- what patients do --------------------------------------------------------------------
 
-    def _enrol(self, day: int, patient: _Patient, _: Any) -> None:
+    def _enrol(self, day: int, patient: Patient, _: Any) -> None:
         if patient.enrolled or patient.join_day != day:
             return  # rescheduled by a referral: the task at the new day enrols
         rng, habit = self._rng, patient.habit
@@ -277,7 +212,7 @@ class Clinic:
                 return other.pid
         return None
 
-    def _visit(self, day: int, patient: _Patient, _: Any) -> None:
+    def _visit(self, day: int, patient: Patient, _: Any) -> None:
         if day >= patient.churn_day:
             return
         rng, habit = self._rng, patient.habit
@@ -288,7 +223,7 @@ class Clinic:
         if visit_type != "telehealth":
             data["location_id"] = rng.choice(h.LOCATIONS)
         visit_id = self._emit(second, patient, "visit.completed", h.EMR, data)
-        self._earn(day, patient, points)
+        patient.earn(day, points)
         self._maybe_void(day, patient, h.EMR, visit_id, points, h.VISIT_VOID_REASONS)
         if rng.random() < habit.pays_after_visit:
             second += rng.randint(300, 1800)
@@ -305,7 +240,7 @@ class Clinic:
     def _maybe_void(
         self,
         day: int,
-        patient: _Patient,
+        patient: Patient,
         source: str,
         event_id: str,
         points: int,
@@ -315,14 +250,14 @@ class Clinic:
             arg = (source, event_id, points, self._rng.choice(reasons))
             self._schedule(day + self._rng.randint(1, 5), _VOID, patient, arg)
 
-    def _void(self, day: int, patient: _Patient, arg: tuple[str, str, int, str]) -> None:
+    def _void(self, day: int, patient: Patient, arg: tuple[str, str, int, str]) -> None:
         source, voided_id, points, reason = arg
         data = {"voided_id": voided_id, "voided_source": source, "reason": reason}
         self._emit(self._second(8, 19), patient, "interaction.voided", source, data)
         # The ledger takes back what was earned, tier multiplier included: assume the most.
-        self._spend(day, patient, int(points * h.MAX_TIER_MULTIPLIER))
+        patient.spend(day, int(points * h.MAX_TIER_MULTIPLIER))
 
-    def _review(self, day: int, patient: _Patient, second: int) -> None:
+    def _review(self, day: int, patient: Patient, second: int) -> None:
         data: Event = {"rating": _RATINGS.pick(self._rng)}
         channel = self._rng.choice(h.REVIEW_CHANNELS)
         if channel is not None:
@@ -330,9 +265,9 @@ class Clinic:
         self._emit(second, patient, "review.submitted", h.PORTAL, data)
         if day - patient.review_day >= h.REVIEW_COOLDOWN_DAYS:
             patient.review_day = day
-            self._earn(day, patient, h.REVIEW_POINTS)
+            patient.earn(day, h.REVIEW_POINTS)
 
-    def _steps(self, day: int, patient: _Patient, _: Any) -> None:
+    def _steps(self, day: int, patient: Patient, _: Any) -> None:
         if day >= patient.churn_day:
             return
         rng = self._rng
@@ -350,15 +285,15 @@ class Clinic:
         self._emit(self._second(20, 24), patient, "activity.reading", h.WEARABLES, reading)
         for floor, points in h.STEP_BANDS:
             if total >= floor:
-                self._earn(day, patient, points)
+                patient.earn(day, points)
                 break
 
-    def _redeem(self, day: int, patient: _Patient, _: Any) -> None:
+    def _redeem(self, day: int, patient: Patient, _: Any) -> None:
         if day >= patient.churn_day:
             return
         rng = self._rng
         self._again(day, patient.habit.redemptions_per_year / 365, _REDEEM, patient)
-        available = self._available(day, patient)
+        available = patient.available(day)
         if rng.random() < h.OVERREACH:  # asks for the cheapest reward it cannot afford
             choices = [reward for reward in h.REWARDS if reward[1] > available][:1]
         else:
@@ -370,17 +305,17 @@ class Clinic:
         data = {"redemption_id": redemption_id, "reward_id": reward_id, "points": points}
         self._emit(self._second(7, 23), patient, "redemption.requested", h.PORTAL, data)
         if points <= available:
-            self._spend(day, patient, points)
+            patient.spend(day, points)
             if rng.random() < h.CANCEL_SHARE:
                 self._schedule(day + rng.randint(1, 10), _CANCEL, patient, redemption_id)
 
-    def _cancel(self, day: int, patient: _Patient, redemption_id: str) -> None:
+    def _cancel(self, day: int, patient: Patient, redemption_id: str) -> None:
         # The returned points are not added back: they return to their original lots, which
         # may expire soon, and an estimate that is too low only makes redemptions safer.
         data = {"redemption_id": redemption_id}
         self._emit(self._second(7, 23), patient, "redemption.cancelled", h.PORTAL, data)
 
-    def _refer(self, day: int, patient: _Patient, _: Any) -> None:
+    def _refer(self, day: int, patient: Patient, _: Any) -> None:
         if day >= patient.churn_day:
             return
         rng = self._rng
@@ -398,7 +333,7 @@ class Clinic:
             self._schedule(referee.join_day, _ENROL, referee)
         self._emit(self._second(7, 23), patient, "referral.made", h.PORTAL, {"referee": name})
 
-    def _claim_referee(self, day: int) -> _Patient | None:
+    def _claim_referee(self, day: int) -> Patient | None:
         """A late joiner who has not enrolled yet and would otherwise join well after today."""
         while self._future:
             candidate = self._future.pop()
@@ -408,7 +343,7 @@ class Clinic:
 
     # -- the year's preventive care ----------------------------------------------------------
 
-    def _plan_year(self, day: int, patient: _Patient, _: Any) -> None:
+    def _plan_year(self, day: int, patient: Patient, _: Any) -> None:
         """Schedule the rest of this calendar year's checkups and assessments."""
         if day >= patient.churn_day:
             return
@@ -441,20 +376,20 @@ class Clinic:
     def _index(self, when: date) -> int:
         return (when - self._start).days
 
-    def _checkup_between(self, day: int, end: int, patient: _Patient, kind: str) -> None:
+    def _checkup_between(self, day: int, end: int, patient: Patient, kind: str) -> None:
         if day + 1 < end:
             self._schedule(self._rng.randrange(day + 1, end), _CHECKUP, patient, kind)
 
-    def _checkup(self, day: int, patient: _Patient, kind: str) -> None:
+    def _checkup(self, day: int, patient: Patient, kind: str) -> None:
         if day >= patient.churn_day:
             return
         data = {"checkup_type": kind}
         self._emit(self._second(8, 17), patient, "checkup.completed", h.EMR, data)
-        self._earn(day, patient, h.CHECKUP_POINTS[kind])
+        patient.earn(day, h.CHECKUP_POINTS[kind])
 
-    def _assess(self, day: int, patient: _Patient, _: Any) -> None:
+    def _assess(self, day: int, patient: Patient, _: Any) -> None:
         if day >= patient.churn_day:
             return
         data = {"assessment_id": f"asm-{self._seed}-{self._seq + 1}"}
         self._emit(self._second(7, 22), patient, "assessment.completed", h.PORTAL, data)
-        self._earn(day, patient, h.ASSESSMENT_POINTS)
+        patient.earn(day, h.ASSESSMENT_POINTS)

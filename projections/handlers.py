@@ -8,7 +8,6 @@ the event (``occurred_at``, or ``timestamp`` for when the ledger recorded it).
 from __future__ import annotations
 
 import logging
-from functools import singledispatchmethod
 from typing import Any
 
 from domain.account import PatientAccount, entries_of
@@ -50,22 +49,30 @@ class Fold:
         self.changes = changes
 
     def apply(self, recorded: Recorded) -> None:
-        self.on(recorded.event)
+        event = recorded.event
+        match event:  # most specific first: every account event is a PatientAccount.Event
+            case PatientAccount.Opened():
+                self._opened(event)
+            case PatientAccount.PaymentRecorded():
+                self._payment(event)
+            case PatientAccount.InteractionVoided():
+                self._voided(event)
+            case PatientAccount.Accepted():
+                self._accept(event)
+            case PatientAccount.QualifyingPointsChanged():
+                self._qualifying_changed(event)
+            case PatientAccount.TierChanged():
+                self._tier_changed(event)
+            case PatientAccount.Event():
+                self._account(event)  # referrals, bonuses, expiry: their entries, if any
+            case RejectedInput.Recorded():
+                self._rejected(event)
+            case _:
+                log.debug("no read model for %s", type(event).__name__)
         self.changes.position = recorded.position
-        self.changes.last_event_at = recorded.event.timestamp
+        self.changes.last_event_at = event.timestamp
 
-    # ---------------------------------------------------------------- dispatch
-    @singledispatchmethod
-    def on(self, event: Any) -> None:
-        """Events of other aggregates carry nothing the read models show."""
-        log.debug("no read model for %s", type(event).__name__)
-
-    @on.register
-    def _account_event(self, event: PatientAccount.Event) -> None:
-        """Any other account event (referrals, bonuses, expiry): its entries, if any."""
-        self._account(event)
-
-    @on.register
+    # ---------------------------------------------------------------- handlers
     def _opened(self, event: PatientAccount.Opened) -> None:
         self.changes.accounts[event.originator_id] = BalanceRow(
             program_id=event.program_id,
@@ -74,11 +81,6 @@ class Fold:
             updated_at=event.timestamp,
         )
 
-    @on.register
-    def _accepted(self, event: PatientAccount.Accepted) -> None:
-        self._accept(event)
-
-    @on.register
     def _payment(self, event: PatientAccount.PaymentRecorded) -> None:
         row = self._accept(event)
         row.spend_total = event.spend_total.quantize(CENT)
@@ -86,18 +88,15 @@ class Fold:
         if event.reward_unlocked is not None:
             row.rewards_unlocked += 1
 
-    @on.register
     def _voided(self, event: PatientAccount.InteractionVoided) -> None:
         row = self._accept(event)
         if event.spend_total is not None and event.discount_percent is not None:
             row.spend_total = event.spend_total.quantize(CENT)
             row.discount_percent = event.discount_percent
 
-    @on.register
     def _qualifying_changed(self, event: PatientAccount.QualifyingPointsChanged) -> None:
         self._account(event).qualifying_points = event.qualifying_points
 
-    @on.register
     def _tier_changed(self, event: PatientAccount.TierChanged) -> None:
         row = self._account(event)
         row.tier = event.to_tier
@@ -112,7 +111,6 @@ class Fold:
             }
         )
 
-    @on.register
     def _rejected(self, event: RejectedInput.Recorded) -> None:
         self.changes.dead_letters.append(
             {

@@ -28,7 +28,13 @@ from projections.metrics import ProjectionMetrics
 from projections.retention import refresh_cohorts, retention_12m
 from projections.source import EventSource, Recorded
 from projections.tables import projection_positions
-from projections.writer import advance_position, load_accounts, upsert, write_changes
+from projections.writer import (
+    advance_position,
+    load_accounts,
+    lock_position,
+    upsert,
+    write_changes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +137,7 @@ class Projector:
         started = time.perf_counter()
         changes = BatchChanges()
         async with self.engine.begin() as conn:
+            await lock_position(conn, self.name, self.position)
             changes.accounts = await load_accounts(conn, _opened_before(batch))
             fold = Fold(changes)
             for recorded in batch:

@@ -173,6 +173,16 @@ async def refresh_running_totals(conn: AsyncConnection, program_id: str, since: 
     )
 
 
+async def lock_position(conn: AsyncConnection, name: str, expected: int) -> None:
+    """Start the batch's transaction by locking the position row (one projector at a time)."""
+    table = projection_positions
+    stored = await conn.scalar(
+        select(table.c.position).where(table.c.name == name).with_for_update()
+    )
+    if stored != expected:
+        raise PositionMoved(f"projection {name} is at {stored}, not {expected}")
+
+
 async def advance_position(
     conn: AsyncConnection, name: str, old: int, new: int, last_event_at: datetime | None
 ) -> None:
