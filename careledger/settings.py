@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     batch_wait_ms: int = Field(50, ge=0, description="longest wait to fill a batch")
     partitions: int = Field(6, ge=1, description="partitions of the topics the worker creates")
     consumer_group: str = Field("careledger-ledger", description="Kafka consumer group id")
+    kafka_session_timeout_ms: int = Field(
+        10_000, ge=1000, description="how soon a dead worker's partitions move to another"
+    )
     metrics_port: int = Field(9464, ge=0, description="Prometheus /metrics port (0 = off)")
     timezone: str = Field("UTC", description="time zone of the close-of-day maintenance")
     maintenance_hour: int = Field(

@@ -47,26 +47,25 @@ class Upsert:
         return f" ON CONFLICT ({', '.join(self.keys)}) DO UPDATE SET {assignments}"
 
 
-async def write(
-    conn: AsyncConnection, spec: Upsert, rows: Sequence[Mapping[str, Any]]
-) -> list[tuple[Any, ...]]:
-    """Insert or merge ``rows``; returns the ``returning`` columns of rows actually written."""
-    if not rows:
+Record = tuple[Any, ...]
+
+
+async def write(conn: AsyncConnection, spec: Upsert, records: Sequence[Record]) -> list[Record]:
+    """Insert or merge ``records`` (values in the table's column order); returns the
+    ``returning`` columns of the rows actually written."""
+    if not records:
         return []
     if conn.dialect.name == "postgresql":
-        return await _postgres(conn, spec, rows)
-    return await _sqlite(conn, spec, rows)
+        return await _postgres(conn, spec, records)
+    return await _sqlite(conn, spec, records)
 
 
-async def _postgres(
-    conn: AsyncConnection, spec: Upsert, rows: Sequence[Mapping[str, Any]]
-) -> list[tuple[Any, ...]]:
+async def _postgres(conn: AsyncConnection, spec: Upsert, records: Sequence[Record]) -> list[Record]:
     """Binary ``COPY`` of the rows; upserts copy into a session-local staging table first."""
     raw = (await conn.get_raw_connection()).driver_connection
     assert raw is not None and raw.is_in_transaction(), "bulk writes need an open transaction"
     table = spec.table.name
     columns = [c.name for c in spec.table.columns]
-    records = [tuple(row[name] for name in columns) for row in rows]
     if not spec.keys:
         await raw.copy_records_to_table(table, records=records, columns=columns)
         return []
@@ -83,10 +82,10 @@ async def _postgres(
     return []
 
 
-async def _sqlite(
-    conn: AsyncConnection, spec: Upsert, rows: Sequence[Mapping[str, Any]]
-) -> list[tuple[Any, ...]]:
+async def _sqlite(conn: AsyncConnection, spec: Upsert, records: Sequence[Record]) -> list[Record]:
     table = spec.table
+    columns = [c.name for c in table.columns]
+    rows = [dict(zip(columns, record, strict=True)) for record in records]
     statement = sqlite_insert(table)
     if spec.keys and spec.merge:
         excluded = statement.excluded
@@ -97,12 +96,12 @@ async def _sqlite(
     elif spec.keys:
         statement = statement.on_conflict_do_nothing(index_elements=list(spec.keys))
     if not spec.returning:
-        await conn.execute(statement, list(rows))
+        await conn.execute(statement, rows)
         return []
     returning = statement.returning(*(table.c[c] for c in spec.returning))
-    written: list[tuple[Any, ...]] = []
+    written: list[Record] = []
     for row in rows:  # the sqlite3 driver's executemany returns no rows
-        written.extend(tuple(r) for r in await conn.execute(returning, dict(row)))
+        written.extend(tuple(r) for r in await conn.execute(returning, row))
     return written
 
 

@@ -37,13 +37,6 @@ class BalanceRow:
     first_activity_at: datetime | None = None
     last_activity_at: datetime | None = None
 
-    def as_row(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in BALANCE_COLUMNS}
-
-    @classmethod
-    def from_row(cls, row: Any) -> BalanceRow:
-        return cls(**{name: getattr(row, name) for name in BALANCE_COLUMNS})
-
 
 BALANCE_COLUMNS = tuple(f.name for f in fields(BalanceRow))
 
@@ -69,9 +62,10 @@ class BatchChanges:
     """Row changes of one batch, keyed so repeated touches merge in memory."""
 
     accounts: dict[UUID, BalanceRow] = field(default_factory=dict)
-    entries: dict[UUID, dict[str, Any]] = field(default_factory=dict)
-    tier_changes: list[dict[str, Any]] = field(default_factory=list)
-    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    # Rows as tuples in their table's column order (projections.tables), ready for COPY.
+    entries: dict[UUID, tuple[Any, ...]] = field(default_factory=dict)
+    tier_changes: list[tuple[Any, ...]] = field(default_factory=list)
+    dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
     months: dict[tuple[str, str, int], bool] = field(default_factory=dict)
     days: set[tuple[str, date, str]] = field(default_factory=set)
     kpis: dict[tuple[str, date], KpiDelta] = field(default_factory=dict)

@@ -101,26 +101,26 @@ class Fold:
         row = self._account(event)
         row.tier = event.to_tier
         self.changes.tier_changes.append(
-            {
-                "program_id": row.program_id,
-                "patient_id": row.patient_id,
-                "from_tier": event.from_tier,
-                "to_tier": event.to_tier,
-                "occurred_at": event.occurred_at,
-                "reason": event.reason,
-            }
+            (
+                row.program_id,
+                row.patient_id,
+                event.from_tier,
+                event.to_tier,
+                event.occurred_at,
+                event.reason,
+            )
         )
 
     def _rejected(self, event: RejectedInput.Recorded) -> None:
         self.changes.dead_letters.append(
-            {
-                "origin": event.origin,
-                "source": event.source,
-                "source_id": event.source_id,
-                "code": event.code,
-                "reason": f"{event.code}: {event.reason}",
-                "received_at": event.received_at,
-            }
+            (
+                event.origin,
+                event.source,
+                event.source_id,
+                event.code,
+                f"{event.code}: {event.reason}",
+                event.received_at,
+            )
         )
 
     # ----------------------------------------------------------------- helpers
@@ -178,17 +178,17 @@ class Fold:
             case EntryKind.REVERSED:
                 row.lifetime_reversed += size
                 kpi.points_reversed += size
-        self.changes.entries[entry.entry_id] = {
-            "entry_id": entry.entry_id,
-            "program_id": row.program_id,
-            "patient_id": row.patient_id,
-            "kind": entry.kind,
-            "points": entry.points,
-            "balance_after": entry.balance_after,
-            "rule_id": entry.rule_id,
-            "program_version": entry.program_version,
-            "source": entry.source,
-            "source_id": entry.source_id,
-            "occurred_at": entry.occurred_at,
-            "recorded_at": event.timestamp,
-        }
+        self.changes.entries[entry.entry_id] = (
+            entry.entry_id,
+            row.program_id,
+            row.patient_id,
+            entry.kind,
+            entry.points,
+            entry.balance_after,
+            entry.rule_id,
+            entry.program_version,
+            entry.source,
+            entry.source_id,
+            entry.occurred_at,
+            event.timestamp,  # recorded_at
+        )

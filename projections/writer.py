@@ -5,7 +5,9 @@ transaction (the runner commits them together with the projection's new position
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import astuple
 from datetime import date, datetime
+from operator import attrgetter
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -16,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections import bulk
-from projections.bulk import Upsert
+from projections.bulk import Record, Upsert
 from projections.changes import (
     BALANCE_COLUMNS,
     KPI_COLUMNS,
@@ -60,17 +62,19 @@ async def load_accounts(conn: AsyncConnection, ids: Collection[UUID]) -> dict[UU
         return loaded
     if conn.dialect.name == "postgresql":  # one array parameter instead of one per id
         ids_param = bindparam("ids", list(ids), type_=postgresql.ARRAY(Uuid))
-        queries = [select(balances).where(balances.c.account_id == any_(ids_param))]
+        queries = [BALANCE_FIELDS.where(balances.c.account_id == any_(ids_param))]
     else:
-        queries = [
-            select(balances).where(balances.c.account_id.in_(part)) for part in chunks(list(ids))
-        ]
+        account = balances.c.account_id
+        queries = [BALANCE_FIELDS.where(account.in_(part)) for part in chunks(list(ids))]
     for query in queries:
         for row in await conn.execute(query):
-            loaded[row.account_id] = BalanceRow.from_row(row)
+            loaded[row.account_id] = BalanceRow(*row)
     return loaded
 
 
+# balances columns in BalanceRow's field order, so a row loads as BalanceRow(*row).
+BALANCE_FIELDS = select(*(balances.c[name] for name in BALANCE_COLUMNS))
+balance_record = attrgetter(*(column.name for column in balances.columns))
 BALANCES = Upsert(
     balances,
     keys=("program_id", "patient_id"),
@@ -97,45 +101,37 @@ async def write_changes(conn: AsyncConnection, changes: BatchChanges) -> dict[st
     """Write every row change of the batch; returns rows written per table."""
     written: dict[str, int] = {}
 
-    async def put(spec: Upsert, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        returned = await bulk.write(conn, spec, rows)
-        if rows:
-            written[spec.table.name] = len(returned) if spec.returning else len(rows)
+    async def put(spec: Upsert, records: Sequence[Record]) -> list[Record]:
+        returned = await bulk.write(conn, spec, records)
+        if records:
+            written[spec.table.name] = len(returned) if spec.returning else len(records)
         return returned
 
-    await put(BALANCES, [row.as_row() for row in changes.accounts.values()])
+    await put(BALANCES, [balance_record(row) for row in changes.accounts.values()])
     await put(ENTRIES, list(changes.entries.values()))
     await put(TIER_HISTORY, changes.tier_changes)
     await put(DEAD_LETTERS, changes.dead_letters)
-    await put(MONTHS, _month_rows(changes))
-    day_rows = [{"program_id": p, "day": d, "patient_id": s} for p, d, s in sorted(changes.days)]
-    for program_id, day in await put(DAYS, day_rows):
+    await put(MONTHS, _month_records(changes))
+    for program_id, day in await put(DAYS, list(changes.days)):
         changes.kpis[(program_id, day)].active_patients += 1
-    await put(KPIS, _kpi_rows(changes))
+    await put(KPIS, _kpi_records(changes))
     for program_id, since in changes.earliest_kpi_days().items():
         await refresh_running_totals(conn, program_id, since)
     return written
 
 
-def _month_rows(changes: BatchChanges) -> list[dict[str, Any]]:
+def _month_records(changes: BatchChanges) -> list[Record]:
     return [
-        {
-            "program_id": program_id,
-            "patient_id": patient_id,
-            "month_index": index,
-            "month": month_start(index),
-            "active": active,
-        }
-        for (program_id, patient_id, index), active in sorted(changes.months.items())
+        (program_id, patient_id, index, month_start(index), active)
+        for (program_id, patient_id, index), active in changes.months.items()
     ]
 
 
-def _kpi_rows(changes: BatchChanges) -> list[dict[str, Any]]:
-    # The to-date columns start empty; refresh_running_totals fills them.
-    to_date = {"liability_points": 0, "redemption_rate": None, "breakage_rate": None}
+def _kpi_records(changes: BatchChanges) -> list[Record]:
+    # The to-date columns (liability, rates) start empty; refresh_running_totals fills them.
     return [
-        {"program_id": program_id, "day": day, **vars(delta), **to_date}
-        for (program_id, day), delta in sorted(changes.kpis.items())
+        (program_id, day, *astuple(delta), 0, None, None)
+        for (program_id, day), delta in changes.kpis.items()
     ]
 
 

@@ -45,6 +45,7 @@ def build_worker(settings: Settings, registry: CollectorRegistry) -> LedgerWorke
         schedule=schedule,
         batch_max=settings.batch_max,
         batch_wait_ms=settings.batch_wait_ms,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
     )
 
 

@@ -1,0 +1,125 @@
+"""Shared by the projection tests: a mixed scenario, applying it, and full table dumps."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from careledger.bootstrap import build_ledger
+from careledger.ledger import Inbound, Ledger
+from careledger.settings import Settings
+from projections.database import connect
+from projections.tables import READ_MODELS
+from projections.views import VIEWS
+from tests.conftest import Database
+from tests.events import cloudevent
+
+PROGRAM = "clinic-default"
+SOURCE = "urn:careledger:test"
+RECEIVED_AT = datetime(2026, 6, 1, tzinfo=UTC)  # "now" for intake's future-time check
+MAINTENANCE_AS_OF = datetime(2027, 2, 20, tzinfo=UTC)
+
+
+def settings_for(db: Database) -> Settings:
+    return Settings(database_url=db.url, database_schema=db.schema, metrics_port=0)
+
+
+def ledger_for(db: Database) -> Ledger:
+    return build_ledger(settings_for(db))
+
+
+def apply(ledger: Ledger, events: list[dict[str, Any] | bytes], run: str = "t") -> None:
+    """Apply events as one file ingest would, then let the referral relay catch up."""
+    inputs = [
+        Inbound(f"file:{run}:{n}", e if isinstance(e, bytes) else json.dumps(e).encode(), RECEIVED_AT)
+        for n, e in enumerate(events, start=1)
+    ]
+    ledger.apply_batch(inputs)
+    ledger.relay_until_idle()
+
+
+def _visit(patient: str, day: str, eid: str, kind: str = "in_person") -> dict[str, Any]:
+    data = {"visit_id": f"v-{eid}", "visit_type": kind}
+    return cloudevent("visit.completed", patient, f"{day}T10:00:00Z", data, id=eid)
+
+
+def _event(kind: str, patient: str, day: str, data: dict[str, Any], eid: str) -> dict[str, Any]:
+    return cloudevent(kind, patient, f"{day}T10:00:00Z", data, id=eid)
+
+
+def scenario() -> list[dict[str, Any] | bytes]:
+    """ann earns to silver, redeems, cancels, is voided and pays; bob is referred by ann;
+    cy only pays; two inputs are refused. (Expiry comes from maintenance afterwards.)"""
+    ann = [
+        _event("patient.enrolled", "ann", "2026-01-05", {"channel": "web"}, "ann-enrol"),
+        *[_visit("ann", f"2026-01-{d:02d}", f"ann-v{d}") for d in range(6, 16)],
+        _visit("ann", "2026-02-10", "ann-v-feb"),
+        _event("checkup.completed", "ann", "2026-02-11", {"checkup_type": "screening"}, "ann-c"),
+        _redeem("ann", "2026-02-12", "r-1", 500),
+        _redeem("ann", "2026-02-13", "r-2", 99999),
+        _event("redemption.cancelled", "ann", "2026-02-14", {"redemption_id": "r-1"}, "ann-x1"),
+        _redeem("ann", "2026-02-15", "r-3", 300),
+        _void("ann", "2026-02-16", "ann-v6", "ann-void-1"),
+        _pay("ann", "2026-02-17", "120.00", "ann-pay-1"),
+        _pay("ann", "2026-02-18", "85.50", "ann-pay-2"),
+        _void("ann", "2026-02-19", "ann-pay-2", "ann-void-2"),
+    ]
+    bob = [
+        _event(
+            "patient.enrolled",
+            "bob",
+            "2026-03-01",
+            {"channel": "app", "referred_by": "ann"},
+            "bob-enrol",
+        ),
+        _visit("bob", "2026-03-10", "bob-v1", "telehealth"),
+        _event("review.submitted", "bob", "2026-04-02", {"rating": 5}, "bob-review"),
+    ]
+    refused = [
+        b"this is not json",
+        _event("redemption.cancelled", "ann", "2026-04-03", {"redemption_id": "r-404"}, "ann-x2"),
+    ]
+    return [*ann, *bob, _pay("cy", "2026-04-05", "50.00", "cy-pay-1"), *refused]
+
+
+def _redeem(patient: str, day: str, rid: str, points: int) -> dict[str, Any]:
+    data = {"redemption_id": rid, "reward_id": "gift", "points": points}
+    return _event("redemption.requested", patient, day, data, f"{patient}-{rid}")
+
+
+def _void(patient: str, day: str, target: str, eid: str) -> dict[str, Any]:
+    data = {"voided_id": target, "voided_source": SOURCE, "reason": "entered_in_error"}
+    return _event("interaction.voided", patient, day, data, eid)
+
+
+def _pay(patient: str, day: str, amount: str, eid: str) -> dict[str, Any]:
+    return _event("payment.recorded", patient, day, {"amount": amount, "currency": "USD"}, eid)
+
+
+async def dump(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
+    """Every read model and view, row for row, in a total order."""
+    engine = connect(settings.database_url, settings.database_schema)
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    try:
+        async with engine.connect() as conn:
+            for name in [t.name for t in READ_MODELS] + list(VIEWS):
+                result = await conn.execute(text(f"SELECT * FROM {name}"))
+                columns = len(result.keys())
+                order = ", ".join(str(i) for i in range(1, columns + 1))
+                rows = await conn.execute(text(f"SELECT * FROM {name} ORDER BY {order}"))
+                tables[name] = [tuple(row) for row in rows]
+    finally:
+        await engine.dispose()
+    return tables
+
+
+async def query(settings: Settings, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    engine = connect(settings.database_url, settings.database_schema)
+    try:
+        async with engine.connect() as conn:
+            return [tuple(row) for row in await conn.execute(text(sql), params)]
+    finally:
+        await engine.dispose()
