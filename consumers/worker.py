@@ -60,7 +60,17 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.worker.positions.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        await self.worker.seek_to_stored(assigned)
+        # aiokafka only logs a listener's exception: an unsought partition would then be
+        # skipped, so keep trying until the database answers.
+        delay = 0.2
+        while True:
+            try:
+                await self.worker.seek_to_stored(assigned)
+                return
+            except Exception as exc:
+                log.warning("cannot read stored positions (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
 
 
 class LedgerWorker:

@@ -64,11 +64,14 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     stop = asyncio.Event()
     worker_task = asyncio.create_task(worker.run(stop))
     projector_task = asyncio.create_task(follow(settings, stop))
+    kinds: Counter[str] = Counter()
+    reporter = asyncio.create_task(_progress(worker, kinds))
     try:
-        kinds = await _publish(args, settings, worker)
+        await _publish(args, settings, kinds)
         await _wait_committed(worker, sum(kinds.values()))
         await asyncio.to_thread(worker.ledger.relay_until_idle)
     finally:
+        reporter.cancel()
         stop.set()
         await asyncio.gather(worker_task, projector_task)
     await catch_up(settings)
@@ -86,26 +89,19 @@ def _records(args: argparse.Namespace, kinds: Counter[str]) -> Iterator[tuple[st
         yield event.key, event.payload
 
 
-async def _publish(
-    args: argparse.Namespace, settings: Settings, worker: LedgerWorker
-) -> Counter[str]:
-    kinds: Counter[str] = Counter()
+async def _progress(worker: LedgerWorker, kinds: Counter[str]) -> None:
+    """A live line on stderr every second: published, committed, commit rate."""
     started = time.monotonic()
+    while True:
+        await asyncio.sleep(1)
+        done = _committed(worker)
+        rate = done / max(time.monotonic() - started, 1e-9)
+        _say(f"published {sum(kinds.values()):>8}  committed {done:>8}  ({rate:,.0f}/s)")
 
-    async def progress() -> None:
-        while True:
-            await asyncio.sleep(1)
-            done = _committed(worker)
-            rate = done / max(time.monotonic() - started, 1e-9)
-            _say(f"published {sum(kinds.values()):>8}  committed {done:>8}  ({rate:,.0f}/s)")
 
-    reporter = asyncio.create_task(progress())
-    try:
-        async with InteractionPublisher(settings.kafka_bootstrap) as publisher:
-            await publisher.send_raw_many_unvalidated(_as_async(_records(args, kinds)))
-    finally:
-        reporter.cancel()
-    return kinds
+async def _publish(args: argparse.Namespace, settings: Settings, kinds: Counter[str]) -> None:
+    async with InteractionPublisher(settings.kafka_bootstrap) as publisher:
+        await publisher.send_raw_many_unvalidated(_as_async(_records(args, kinds)))
 
 
 async def _as_async(
