@@ -50,9 +50,9 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
         )
     finally:
         await admin.close()
-    for topic, error_code, error_message in response.topic_errors:
+    for topic, error_code, *message in response.topic_errors:  # v0 has no message field
         if error_code:
-            raise RuntimeError(f"creating topic {topic!r} failed: {error_code} {error_message}")
+            raise RuntimeError(f"creating topic {topic!r} failed: {error_code} {message}")
 
 
 async def produce_json(

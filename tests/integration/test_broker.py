@@ -21,17 +21,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from careledger.broker import BrokerStartError, EmbeddedBroker
-from tests import kafka_support
 from tests.kafka_support import create_topic, produce_json, unique_name
 
 pytestmark = pytest.mark.integration
 
-# Until a conftest imports it, the session broker fixture is picked up from here.
-kafka_broker = kafka_support.kafka_broker
-
-# Tansu delays a group's first join by about min(3 s, session timeout / 2), and a member of
-# generation 0 does not send LeaveGroup when it stops (aiokafka skips it for generation 0), so
-# the group waits out its session. Short sessions keep both waits to a second or two.
+# Tansu holds every group join for up to 3 s (about 1 s with 2 s sessions), and a member of
+# generation 0 (Tansu's first) sends no LeaveGroup when it stops (aiokafka skips it for
+# generation 0), so its group waits out that session. Short sessions keep both waits short.
 GROUP_TIMEOUTS: Mapping[str, int] = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
 DEADLINE_S = 30.0
 
@@ -115,15 +111,14 @@ class LedgerConsumer:
         self._ledger = ledger
 
     async def apply_until(
-        self, applied: int, *, limit: int | None = None, batch: int = 500, pause: float = 0.0
+        self, applied: int, *, limit: int | None = None, batch: int = 500
     ) -> None:
         """Poll and apply batches until the ledger holds ``applied`` records."""
         async with asyncio.timeout(DEADLINE_S):
             while len(self._ledger.applied) < applied:
                 records = await self.consumer.getmany(timeout_ms=100, max_records=batch)
-                async with self.listener.in_flight:
+                async with self.listener.in_flight:  # the real worker awaits its database here
                     self._ledger.apply(records, limit)
-                    await asyncio.sleep(pause)  # stands in for the database round trip
 
 
 async def produce_numbered(bootstrap: str, topic: str, first: int, last: int) -> None:
@@ -236,13 +231,13 @@ async def test_rebalance_seeks_every_reassigned_partition_to_its_stored_position
     b = LedgerConsumer("b", bootstrap, group, topic, ledger)
     await a.consumer.start()
     try:
-        a_task = asyncio.create_task(a.apply_until(400, batch=10, pause=0.01))
-        async with asyncio.timeout(DEADLINE_S):
-            while len(ledger.applied) < 50:
-                await asyncio.sleep(0.01)
+        await a.apply_until(50, batch=10)
         await b.consumer.start()  # joins mid-stream: the group rebalances
         try:
-            await asyncio.gather(a_task, b.apply_until(400, batch=10, pause=0.01))
+            async with asyncio.timeout(DEADLINE_S):
+                while len(a.listener.assignments) < 2 or not b.listener.assignments:
+                    await asyncio.sleep(0.05)
+            await asyncio.gather(a.apply_until(400, batch=10), b.apply_until(400, batch=10))
         finally:
             await b.consumer.stop()
     finally:
