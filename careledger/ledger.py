@@ -114,6 +114,8 @@ class Ledger:
         self.programs = programs
         self.cache_size = cache_size
         self._cache: OrderedDict[UUID, PatientAccount] = OrderedDict()
+        # Accounts the last preload found missing: open them without asking the store again.
+        self._absent: set[UUID] = set()
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------- ingestion
@@ -182,6 +184,7 @@ class Ledger:
         touched: dict[UUID, PatientAccount] = {}
         results: list[Result] = []
         rejections: list[RejectedInput] = []
+        self._absent.clear()
         self._preload({item.account_key for item in prepared if item.account_key is not None})
         try:
             for index, item in enumerate(prepared):
@@ -263,8 +266,10 @@ class Ledger:
         missing = [key for key in keys if key not in self._cache]
         if not missing:
             return
-        for key, account in self.store.load_many(missing).items():
+        loaded = self.store.load_many(missing)
+        for key, account in loaded.items():
             self._remember(key, account)
+        self._absent.update(key for key in missing if key not in loaded)
 
     def _remember(self, key: UUID, account: PatientAccount) -> None:
         self._cache[key] = account
@@ -277,10 +282,14 @@ class Ledger:
         if account is not None:
             self._cache.move_to_end(key)
             return account
-        try:
-            account = self.store.repository.get(key)
-        except AggregateNotFoundError:
+        if key in self._absent:
+            self._absent.discard(key)
             account = PatientAccount.open(program, patient_id)
+        else:
+            try:
+                account = self.store.repository.get(key)
+            except AggregateNotFoundError:
+                account = PatientAccount.open(program, patient_id)
         assert isinstance(account, PatientAccount)
         self._remember(key, account)
         return account
@@ -290,9 +299,7 @@ class Ledger:
             self._cache.pop(key, None)
 
     def _save(self, aggregates: Sequence[Any], positions: Sequence[Tracking] = ()) -> None:
-        pending = [a for a in aggregates if a.pending_events]
-        if pending or positions:
-            self.store.save(*pending, trackings=list(positions))
+        self.store.record([a for a in aggregates if a.pending_events], positions)
 
     def load_account(self, program_id: str, patient_id: str) -> PatientAccount | None:
         """The account as stored (not from the cache), or ``None`` if it was never opened."""

@@ -263,6 +263,8 @@ class PatientAccount(Aggregate):
         self.first_visit_at: datetime | None = None
         self.referees_paid: set[str] = set()
         self.expired_lots: set[UUID] = set()
+        # A lower bound on the next lot expiry (None: unknown), a cache kept by apply().
+        self._expiry_floor: datetime | None = None
         self.lifetime = {kind.value: 0 for kind in EntryKind}
         self.latest_event_at: datetime | None = None
         self.qualifying_now = 0
@@ -773,6 +775,8 @@ class PatientAccount(Aggregate):
                 points -= n
 
     def _expire_due(self, as_of: datetime, program: Program) -> None:
+        if self._expiry_floor is not None and as_of < self._expiry_floor:
+            return  # nothing can be due yet: skip scanning every lot on every interaction
         due = sorted(
             (lot for lot in self.lots.values() if lot.expires_at <= as_of and lot.remaining > 0),
             key=lambda lot: (lot.expires_at, lot.lot_id),
@@ -790,6 +794,8 @@ class PatientAccount(Aggregate):
                 occurred_at=lot.expires_at,
             )
             self.trigger_event(self.PointsExpired, lot_id=lot.lot_id, entry=entry)
+        live = [lot.expires_at for lot in self.lots.values() if lot.remaining > 0]
+        self._expiry_floor = min(live) if live else datetime.max.replace(tzinfo=as_of.tzinfo)
 
     # ------------------------------------------------------ state transitions
     def _accept(self, event: PatientAccount.Accepted) -> None:
@@ -813,6 +819,7 @@ class PatientAccount(Aggregate):
         self._count(credit.entry)
         self.debt -= credit.debt_repaid
         remaining = credit.points - credit.debt_repaid
+        self._lower_expiry_floor(credit.expires_at)
         if remaining > 0:
             self.lots[credit.lot_id] = Lot(
                 credit.lot_id,
@@ -821,6 +828,10 @@ class PatientAccount(Aggregate):
                 credit.entry.source,
                 credit.entry.source_id,
             )
+
+    def _lower_expiry_floor(self, expires_at: datetime) -> None:
+        if self._expiry_floor is not None and expires_at < self._expiry_floor:
+            self._expiry_floor = expires_at
 
     def _earn_rule(self, event: PatientAccount.PointsEarned) -> None:
         self.qualifying.append((event.occurred_at, event.base_points))
@@ -851,6 +862,7 @@ class PatientAccount(Aggregate):
             self._count(entry)
         self.debt -= event.debt_repaid
         for allocation in event.returned:
+            self._lower_expiry_floor(allocation.expires_at)
             lot = self.lots.get(allocation.lot_id)
             if lot is None:
                 source, source_id = "careledger:redemption", event.redemption_id

@@ -230,9 +230,10 @@ class Run:
         )
 
     def state(self, account: PatientAccount | None = None) -> dict[str, Any]:
-        """Everything the aggregate holds, except the events not yet saved."""
+        """Everything the aggregate holds, except unsaved events and derived caches."""
         held = vars(account or self.account)
-        return copy.deepcopy({k: v for k, v in held.items() if k != "_pending_events"})
+        skip = {"_pending_events", "_expiry_floor"}  # the floor is a cache, rebuilt on demand
+        return copy.deepcopy({k: v for k, v in held.items() if k not in skip})
 
     def replayed(self) -> PatientAccount:
         account: Any = None
