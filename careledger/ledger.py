@@ -399,18 +399,26 @@ class Ledger:
             get_topic(PatientAccount.ReferralMade),
             get_topic(PatientAccount.ReferralQualified),
         ]
+        # Read outside the lock (the batch writer keeps going); a position past events that
+        # are not referrals is recorded too, so the next call does not scan them again.
+        position = self.store.position(RELAY) or 0
+        head = self.store.recorder.max_notification_id() or 0
+        if head <= position:
+            return 0
+        notifications = self.store.recorder.select_notifications(
+            position + 1, limit, stop=head, topics=topics
+        )
+        upto = notifications[-1].id if len(notifications) == limit else head
         with self._lock:
-            position = self.store.position(RELAY) or 0
-            notifications = self.store.recorder.select_notifications(
-                position + 1, limit, topics=topics
-            )
-            if not notifications:
-                return 0
             touched: dict[UUID, PatientAccount] = {}
             try:
                 for notification in notifications:
                     self._relay_one(self.store.mapper.to_domain_event(notification), touched)
-                self._save(list(touched.values()), [Tracking(RELAY, notifications[-1].id)])
+                self._save(list(touched.values()), [Tracking(RELAY, upto)])
+            except IntegrityError:
+                # another process relayed these first, or an account moved under us
+                self._evict(touched)
+                return 0
             except BaseException:
                 self._evict(touched)
                 raise

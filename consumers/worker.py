@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -245,17 +246,27 @@ class LedgerWorker:
         self, batch: Batch, records: list[ConsumerRecord[bytes, bytes]], committed: float
     ) -> None:
         m = self.metrics
+        outcomes: Counter[tuple[str, str, str]] = Counter()
+        newest: datetime | None = None
         for result in batch.results:
-            m.messages.labels(
-                result.outcome, result.event_type or "invalid", result.code or ""
-            ).inc()
+            outcomes[(result.outcome, result.event_type or "invalid", result.code or "")] += 1
             if result.occurred_at is not None and result.outcome != REJECTED:
-                m.event_time_latency.observe(max(0.0, committed - result.occurred_at.timestamp()))
+                newest = result.occurred_at if newest is None else max(newest, result.occurred_at)
+        for labels, count in outcomes.items():
+            m.messages.labels(*labels).inc(count)
+        if newest is not None:  # how fresh the ledger is: the batch's newest event
+            m.event_time_latency.observe(max(0.0, committed - newest.timestamp()))
+        observe = m.kafka_latency.observe
         for record in records:
-            m.kafka_latency.observe(max(0.0, committed - record.timestamp / 1000))
+            observe(max(0.0, committed - record.timestamp / 1000))
+        kinds: Counter[str] = Counter()
+        points: Counter[str] = Counter()
         for entry in batch.entries:
-            m.entries.labels(entry.kind).inc()
-            m.points.labels(entry.kind).inc(abs(entry.points))
+            kinds[entry.kind] += 1
+            points[entry.kind] += abs(entry.points)
+        for kind, count in kinds.items():
+            m.entries.labels(kind).inc(count)
+            m.points.labels(kind).inc(points[kind])
         if self._consumer is not None:
             for tp, position in self.positions.items():
                 end = self._consumer.highwater(tp)
