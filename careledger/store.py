@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
+import orjson
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, StoredEvent, Tracking, Transcoding
 from eventsourcing.postgres import PostgresProcessRecorder
@@ -152,6 +153,34 @@ class DateAsISO(Transcoding):
         return date.fromisoformat(data)
 
 
+_NATIVE = (str, int, bool, float, type(None))
+
+
+class FastJSONTranscoder(JSONTranscoder):
+    """The library's JSON format, written with orjson.
+
+    Custom types are wrapped exactly as :class:`JSONTranscoder` wraps them
+    (``{"_type_": name, "_data_": ...}``), so stored events stay readable by the library's own
+    decoder; only the encoding is faster (one pass in Python, then orjson's C writer).
+    """
+
+    def encode(self, obj: Any) -> bytes:
+        return orjson.dumps(self._plain(obj))
+
+    def _plain(self, value: Any) -> Any:
+        kind = type(value)
+        if kind in _NATIVE:
+            return value
+        if kind is dict:
+            return {key: self._plain(item) for key, item in value.items()}
+        if kind is list or kind is tuple:
+            return [self._plain(item) for item in value]
+        transcoding = self.types.get(kind)
+        if transcoding is None:
+            raise TypeError(f"no transcoding for {kind.__name__}")
+        return {"_type_": transcoding.name, "_data_": self._plain(transcoding.encode(value))}
+
+
 class LedgerStore(Application[UUID]):
     """The careledger event store (an ``eventsourcing`` application with our recorders)."""
 
@@ -159,6 +188,11 @@ class LedgerStore(Application[UUID]):
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         return Environment(name, dict(env or {}))
+
+    def construct_transcoder(self) -> JSONTranscoder:
+        transcoder = FastJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
