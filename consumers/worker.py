@@ -59,6 +59,7 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self.worker.batch_lock:  # let an in-flight batch finish first
             for tp in revoked:
                 self.worker.positions.pop(tp, None)
+                self.worker.forget_partition_metrics(tp)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         # aiokafka only logs a listener's exception: an unsought partition would then be
@@ -272,6 +273,12 @@ class LedgerWorker:
                 end = self._consumer.highwater(tp)
                 if end is not None:
                     m.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position - 1))
+
+    def forget_partition_metrics(self, tp: TopicPartition) -> None:
+        """Drop a revoked partition's gauges: another worker reports it now."""
+        for gauge in (self.metrics.lag, self.metrics.committed_offset):
+            with contextlib.suppress(KeyError):
+                gauge.remove(tp.topic, str(tp.partition))
 
     # --------------------------------------------------------------- positions
     async def seek_to_stored(self, partitions: Sequence[TopicPartition]) -> None:
