@@ -249,6 +249,7 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=float, default=2000)
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--naive-events", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the group")
     parser.add_argument("--million", action="store_true", help="also 1,000,000 patients for RSS")
     args = parser.parse_args()
     url = args.database_url
@@ -268,7 +269,7 @@ def main() -> int:
             asyncio.run(ensure_topic(broker.bootstrap, INTERACTIONS_TOPIC, args.partitions))
             seconds = asyncio.run(publish(broker.bootstrap, INTERACTIONS_TOPIC, records))
             print(f"published in {seconds:.1f}s ({len(records) / seconds:,.0f}/s)", flush=True)
-            worker = WorkerProcess(env)
+            workers = [WorkerProcess(env) for _ in range(args.workers)]
             try:
                 first, done = wait_committed(settings, len(records), args.partitions, 1800)
                 # the first commit already holds up to one batch: count from it
@@ -277,12 +278,13 @@ def main() -> int:
                 print(f"worker drained the backlog: {rate:,.0f} events/s sustained", flush=True)
 
                 name = "careledger_kafka_time_to_commit_seconds"
-                before = histogram_count(worker.metrics_url, name)
+                urls = [w.metrics_url for w in workers]
+                before = histogram_count(urls, name)
                 paced = simulated(args.patients // 4, 3, args.seed + 1)
                 paced = paced[: int(args.latency_rate * args.latency_seconds)]
                 asyncio.run(publish(broker.bootstrap, INTERACTIONS_TOPIC, paced, args.latency_rate))
                 wait_committed(settings, len(records) + len(paced), args.partitions, 600)
-                p50, p99 = quantiles_since(worker.metrics_url, name, before, (0.5, 0.99))
+                p50, p99 = quantiles_since(urls, name, before, (0.5, 0.99))
                 results["offered_events_per_s"] = args.latency_rate
                 results["latency_p50_s"] = round(p50, 3)
                 results["latency_p99_s"] = round(p99, 3)
@@ -291,10 +293,12 @@ def main() -> int:
                     f"p50 {p50:.3f}s p99 {p99:.3f}s",
                     flush=True,
                 )
-                results["rss_mib"] = round(vm_hwm_mib(worker.process.pid), 1)
+                results["workers"] = args.workers
+                results["rss_mib"] = max(round(vm_hwm_mib(w.process.pid), 1) for w in workers)
                 print(f"worker peak RSS {results['rss_mib']} MiB", flush=True)
             finally:
-                worker.stop()
+                for w in workers:
+                    w.stop()
             row_bytes = average_state_bytes(settings)
             naive = asyncio.run(naive_consumer(broker.bootstrap, url, args.naive_events))
             results["naive_events_per_s"] = round(naive)
@@ -356,16 +360,19 @@ def average_state_bytes(settings: Settings) -> int:
     return int(row[0]) if row and row[0] else 500
 
 
-def histogram_count(metrics_url: str, name: str) -> dict[float, float]:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    return {
-        float("inf") if le == "+Inf" else float(le): float(count)
-        for le, count in re.findall(rf'{name}_bucket{{le="([^"]+)"}} ([0-9.e+]+)', text)
-    }
+def histogram_count(metrics_urls: list[str], name: str) -> dict[float, float]:
+    """A histogram's cumulative bucket counts, summed over every worker."""
+    counts: dict[float, float] = {}
+    for url in metrics_urls:
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        for le, count in re.findall(rf'{name}_bucket{{le="([^"]+)"}} ([0-9.e+]+)', text):
+            bound = float("inf") if le == "+Inf" else float(le)
+            counts[bound] = counts.get(bound, 0.0) + float(count)
+    return counts
 
 
 def quantiles_since(
-    metrics_url: str, name: str, before: dict[float, float], quantiles: tuple[float, ...]
+    metrics_url: list[str], name: str, before: dict[float, float], quantiles: tuple[float, ...]
 ) -> list[float]:
     now = histogram_count(metrics_url, name)
     buckets = sorted((le, now[le] - before.get(le, 0.0)) for le in now)
