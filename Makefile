@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+# The HTML report test renders the report in Debian's headless chromium.
+browser:
+	bash scripts/install-browser.sh
+
+test: $(STAMP) lint browser
 	$(BIN)/python -m schemas.generate --check
 	$(BIN)/pytest -q
