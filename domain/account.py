@@ -9,6 +9,7 @@ Decisions use event time only; nothing here reads the clock.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -250,7 +251,10 @@ class PatientAccount(Aggregate):
         self.lots: dict[UUID, Lot] = {}
         self.receipts: dict[str, Receipt] = {}
         self.redemptions: dict[str, RedemptionRecord] = {}
-        self.qualifying: list[tuple[datetime, int]] = []
+        # Qualifying points by event time: times kept sorted with running totals, so a window
+        # sum is two binary searches instead of a pass over the whole history.
+        self.qualifying_times: list[datetime] = []
+        self.qualifying_totals: list[int] = [0]
         self.slots: set[str] = set()
         self.review_times: list[datetime] = []
         self.step_days: dict[str, int] = {}
@@ -368,8 +372,12 @@ class PatientAccount(Aggregate):
     # ----------------------------------------------------------------- queries
     def qualifying_points(self, as_of: datetime, program: Program) -> int:
         """Earning-rule points, net of reversals, with event time in (as_of - window, as_of]."""
-        start = as_of - program.qualifying_window
-        return sum(points for at, points in self.qualifying if start < at <= as_of)
+        return self._qualifying_between(as_of - program.qualifying_window, as_of)
+
+    def _qualifying_between(self, start: datetime, end: datetime) -> int:
+        """The qualifying points with event time in (start, end]."""
+        times, totals = self.qualifying_times, self.qualifying_totals
+        return totals[bisect_right(times, end)] - totals[bisect_right(times, start)]
 
     def balance(self, program: Program) -> Balance:
         """The account's balance.
@@ -691,11 +699,10 @@ class PatientAccount(Aggregate):
         """
         at = interaction.occurred_at
         as_of = max(self.qualifying_as_of or at, at)
-        history = (
-            self.qualifying if qualifying_delta is None else [*self.qualifying, qualifying_delta]
-        )
         start = as_of - program.qualifying_window
-        qualifying = sum(points for when, points in history if start < when <= as_of)
+        qualifying = self._qualifying_between(start, as_of)
+        if qualifying_delta is not None and start < qualifying_delta[0] <= as_of:
+            qualifying += qualifying_delta[1]
         self.trigger_event(
             event_class,
             source=interaction.source,
@@ -829,12 +836,20 @@ class PatientAccount(Aggregate):
                 credit.entry.source_id,
             )
 
+    def _add_qualifying(self, at: datetime, points: int) -> None:
+        times, totals = self.qualifying_times, self.qualifying_totals
+        index = bisect_right(times, at)
+        times.insert(index, at)
+        totals.insert(index + 1, totals[index] + points)
+        for later in range(index + 2, len(totals)):  # only for late events
+            totals[later] += points
+
     def _lower_expiry_floor(self, expires_at: datetime) -> None:
         if self._expiry_floor is not None and expires_at < self._expiry_floor:
             self._expiry_floor = expires_at
 
     def _earn_rule(self, event: PatientAccount.PointsEarned) -> None:
-        self.qualifying.append((event.occurred_at, event.base_points))
+        self._add_qualifying(event.occurred_at, event.base_points)
         if event.slot is None:
             return
         if event.slot.startswith("steps:"):
@@ -882,7 +897,7 @@ class PatientAccount(Aggregate):
         if event.entry is not None:
             self._count(event.entry)
         if receipt.base_points:
-            self.qualifying.append((receipt.occurred_at, -receipt.base_points))
+            self._add_qualifying(receipt.occurred_at, -receipt.base_points)
         if receipt.slot is not None:
             self._release_slot(receipt)
         if event.spend_total is not None:
