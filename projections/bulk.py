@@ -1,8 +1,8 @@
 """Bulk inserts and upserts, fast on PostgreSQL and plain on SQLite.
 
 On PostgreSQL a batch goes in by binary ``COPY`` (through a temporary staging table when rows
-may already exist): nothing is compiled or encoded per row in Python, which is what makes a
-rebuild fast. On SQLite (a single local file) an ``executemany`` is fast enough. Both
+may already exist): no SQL is compiled per row and asyncpg encodes the rows in C, which is
+what makes a rebuild fast. On SQLite (a single local file) an ``executemany`` is fast enough. Both
 render the same ``ON CONFLICT`` rule from one :class:`Upsert` description.
 """
 
@@ -44,7 +44,11 @@ class Upsert:
             "or": f"{{c}} = {name}.{{c}} OR EXCLUDED.{{c}}",
         }
         assignments = ", ".join(sets[how].format(c=c) for c, how in self.merge.items())
-        return f" ON CONFLICT ({', '.join(self.keys)}) DO UPDATE SET {assignments}"
+        sql = f" ON CONFLICT ({', '.join(self.keys)}) DO UPDATE SET {assignments}"
+        if set(self.merge.values()) == {"or"}:  # only when a flag turns on: no dead rows
+            flips = [f"(EXCLUDED.{c} AND NOT {name}.{c})" for c in self.merge]
+            sql += f" WHERE {' OR '.join(flips)}"
+        return sql
 
 
 Record = tuple[Any, ...]
@@ -92,7 +96,7 @@ async def _sqlite(conn: AsyncConnection, spec: Upsert, records: Sequence[Record]
         statement = statement.on_conflict_do_update(
             index_elements=list(spec.keys),
             set_={c: _merged(table, excluded, c, how) for c, how in spec.merge.items()},
-        )
+        )  # (the PostgreSQL-only WHERE of an "or" merge only saves dead rows)
     elif spec.keys:
         statement = statement.on_conflict_do_nothing(index_elements=list(spec.keys))
     if not spec.returning:

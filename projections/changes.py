@@ -14,6 +14,7 @@ from uuid import UUID
 
 # PatientAccount starts every account at this tier (it is not a program setting).
 INITIAL_TIER = "bronze"
+CENT = Decimal("0.01")
 
 
 @dataclass
@@ -72,8 +73,8 @@ class BatchChanges:
     position: int = 0
     last_event_at: datetime | None = None
 
-    def kpi(self, program_id: str, at: datetime) -> KpiDelta:
-        key = (program_id, utc_day(at))
+    def kpi(self, program_id: str, day: date) -> KpiDelta:
+        key = (program_id, day)
         delta = self.kpis.get(key)
         if delta is None:
             delta = self.kpis[key] = KpiDelta()
@@ -86,9 +87,6 @@ class BatchChanges:
             if program_id not in earliest or day < earliest[program_id]:
                 earliest[program_id] = day
         return earliest
-
-    def programs(self) -> set[str]:
-        return {program_id for program_id, _ in self.kpis}
 
 
 def utc_day(at: datetime) -> date:

@@ -8,19 +8,14 @@ the event (``occurred_at``, or ``timestamp`` for when the ledger recorded it).
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 from typing import Any
 
 from domain.account import PatientAccount, entries_of
 from domain.rejection import RejectedInput
 from domain.values import EntryKind, LedgerEntry
-from projections.changes import (
-    BalanceRow,
-    BatchChanges,
-    month_index,
-    utc_day,
-)
+from projections.changes import CENT, BalanceRow, BatchChanges, month_index, utc_day
 from projections.source import Recorded
-from projections.tables import CENT
 
 log = logging.getLogger(__name__)
 
@@ -137,23 +132,25 @@ class Fold:
     def _accept(self, event: PatientAccount.Accepted) -> BalanceRow:
         """What every accepted interaction does: activity, KPIs, qualifying points."""
         row = self._account(event)
-        at = event.occurred_at
+        changes, at = self.changes, event.occurred_at
         program_id, patient_id = row.program_id, row.patient_id
+        utc = at.astimezone(UTC)
+        kpis = changes.kpi(program_id, utc.date())
+        kpis.interactions += 1
         first = row.first_activity_at
         if first is None or at < first:
             if first is not None:
-                self.changes.kpi(program_id, first).new_patients -= 1
-            self.changes.kpi(program_id, at).new_patients += 1
+                changes.kpi(program_id, utc_day(first)).new_patients -= 1
+            kpis.new_patients += 1
             row.first_activity_at = at
         if row.last_activity_at is None or at > row.last_activity_at:
             row.last_activity_at = at
         row.qualifying_points = event.qualifying_points
-        self.changes.kpi(program_id, at).interactions += 1
         active = event.interaction not in NOT_ACTIVITY
-        key = (program_id, patient_id, month_index(at))
-        self.changes.months[key] = self.changes.months.get(key, False) or active
+        key = (program_id, patient_id, month_index(utc))
+        changes.months[key] = changes.months.get(key, False) or active
         if active:
-            self.changes.days.add((program_id, utc_day(at), patient_id))
+            changes.days.add((program_id, utc.date(), patient_id))
         return row
 
     def _entry(self, row: BalanceRow, entry: LedgerEntry, event: Any) -> None:
@@ -161,7 +158,7 @@ class Fold:
             raise DuplicateEntry(f"entry {entry.entry_id} recorded twice")
         size = abs(entry.points)
         row.available += entry.points
-        kpi = self.changes.kpi(row.program_id, entry.occurred_at)
+        kpi = self.changes.kpi(row.program_id, utc_day(entry.occurred_at))
         match entry.kind:
             case EntryKind.EARNED | EntryKind.BONUS:
                 row.lifetime_earned += size

@@ -8,25 +8,24 @@ stored position. The next batch is read and decoded while the current one is wri
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.account import PatientAccount
-from projections.changes import BatchChanges
+from projections.changes import BalanceRow, BatchChanges
 from projections.database import create_read_models, drop_read_models
 from projections.handlers import Fold
 from projections.metrics import ProjectionMetrics
-from projections.retention import refresh_cohorts, retention_12m
-from projections.source import EventSource, Recorded
+from projections.retention import CohortRefresher
+from projections.source import EventSource, Recorded, commits
 from projections.tables import projection_positions
 from projections.writer import (
     advance_position,
@@ -45,7 +44,8 @@ READ_MODELS = "read_models"
 class ProjectionOptions:
     """How the projector paces itself (none of this changes what the read models hold)."""
 
-    batch_size: int = 5000  # events per transaction
+    batch_size: int = 20_000  # most events per transaction
+    account_cache: int = 200_000  # balances rows kept in memory between batches
     poll_interval: float = 0.1  # seconds between polls once caught up
     refresh_interval: float = 30.0  # most seconds between cohort refreshes while following
 
@@ -66,14 +66,15 @@ class Projector:
         self.name = name
         self.position = 0
         self.last_event_at: datetime | None = None
-        self._clock = clock  # paces cohort refreshes only; never written anywhere
-        self._stale: set[str] | None = None  # programs whose cohorts are out of date; None: all
-        self._refreshed_at = -math.inf
+        self.cohorts = CohortRefresher(engine, metrics, name, options.refresh_interval, clock)
+        # Committed balances rows, so most batches need not read them back; cleared whenever
+        # a batch fails (handlers change rows in place before the commit).
+        self._rows: OrderedDict[UUID, BalanceRow] = OrderedDict()
 
-    async def start(self) -> None:
+    async def start(self, indexes: bool = True) -> None:
         """Create missing read models and load the stored position."""
         async with self.engine.begin() as conn:
-            await create_read_models(conn)
+            await create_read_models(conn, indexes)
             row = {"name": self.name, "position": 0, "last_event_at": None}
             await conn.execute(upsert(conn, projection_positions).on_conflict_do_nothing(), row)
             stored = (
@@ -87,13 +88,17 @@ class Projector:
         """Drop every read model, then replay the whole ledger; returns events applied."""
         async with self.engine.begin() as conn:
             await drop_read_models(conn, self.name)
-        await self.start()
-        self._stale = None
-        return await self.catch_up()
+        await self.start(indexes=False)
+        self.cohorts.all_stale()
+        self._rows.clear()
+        applied = await self.catch_up()
+        async with self.engine.begin() as conn:
+            await create_read_models(conn)  # the secondary indexes, built once
+        return applied
 
     async def catch_up(self, stop: asyncio.Event | None = None, refresh: bool = True) -> int:
-        """Apply events until the head; returns how many. ``refresh`` forces the cohorts
-        to be brought up to date at the end (otherwise at most every refresh_interval)."""
+        """Apply events until the head; returns how many. With ``refresh`` the cohorts are
+        brought up to date at the end too."""
         size, total = self.options.batch_size, 0
         batch = await self._read(self.position)
         while batch:
@@ -107,24 +112,39 @@ class Projector:
             batch = await ahead if len(batch) == size and not (stop and stop.is_set()) else []
             if not batch:
                 ahead.cancel()
-        await self._refresh_cohorts(force=refresh)
+        if refresh:
+            await self.cohorts.refresh()
         await self.update_lag()
         return total
 
     async def follow(self, stop: asyncio.Event) -> None:
-        """Keep up with the ledger until ``stop`` is set (finishing the current batch)."""
-        while not stop.is_set():
-            await self.catch_up(stop, refresh=False)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.options.poll_interval)
+        """Keep up with the ledger until ``stop`` is set (finishing the current batch).
+
+        Woken by the ledger's commits where the store announces them, else by polling.
+        """
+        async with commits(self.engine, self.source.channel) as committed:
+            try:
+                while not stop.is_set():
+                    committed.clear()
+                    await self.catch_up(stop, refresh=False)
+                    await self.cohorts.refresh_when_due()
+                    await _first_set(stop, committed, timeout=self.options.poll_interval)
+            finally:
+                await self.cohorts.finish()
 
     async def update_lag(self) -> None:
+        """Lag in events, and in seconds of ledger time: when the head was recorded minus
+        when the last applied event was (or, before any, the first event)."""
         async with self.engine.connect() as conn:
             head = await self.source.head(conn)
-        behind = max(head.position - self.position, 0)
+            behind = max(head.position - self.position, 0)
+            since = self.last_event_at
+            if behind and since is None:
+                first = await self.source.read(conn, 0, 1)
+                since = first[0].event.timestamp if first else None
         seconds = 0.0
-        if behind and head.recorded_at and self.last_event_at:
-            seconds = max((head.recorded_at - self.last_event_at).total_seconds(), 0.0)
+        if behind and head.recorded_at and since:
+            seconds = max((head.recorded_at - since).total_seconds(), 0.0)
         self.metrics.lag_events.labels(self.name).set(behind)
         self.metrics.lag_seconds.labels(self.name).set(seconds)
 
@@ -136,20 +156,36 @@ class Projector:
     async def _apply(self, batch: list[Recorded]) -> None:
         started = time.perf_counter()
         changes = BatchChanges()
-        async with self.engine.begin() as conn:
-            await lock_position(conn, self.name, self.position)
-            changes.accounts = await load_accounts(conn, _opened_before(batch))
-            fold = Fold(changes)
-            for recorded in batch:
-                fold.apply(recorded)
-            written = await write_changes(conn, changes)
-            await advance_position(
-                conn, self.name, self.position, changes.position, changes.last_event_at
-            )
+        try:
+            async with self.engine.begin() as conn:
+                await lock_position(conn, self.name, self.position)
+                changes.accounts = await self._accounts(conn, _opened_before(batch))
+                fold = Fold(changes)
+                for recorded in batch:
+                    fold.apply(recorded)
+                written = await write_changes(conn, changes)
+                await advance_position(
+                    conn, self.name, self.position, changes.position, changes.last_event_at
+                )
+        except BaseException:
+            self._rows.clear()
+            raise
+        self._remember(changes.accounts)
         self.position, self.last_event_at = changes.position, changes.last_event_at
-        if self._stale is not None:
-            self._stale.update(program_id for program_id, _, _ in changes.months)
+        self.cohorts.changed(program_id for program_id, _, _ in changes.months)
         self._observe(len(batch), written, time.perf_counter() - started)
+
+    async def _accounts(self, conn: AsyncConnection, ids: set[UUID]) -> dict[UUID, BalanceRow]:
+        rows = {key: self._rows[key] for key in ids if key in self._rows}
+        rows.update(await load_accounts(conn, ids - rows.keys()))
+        return rows
+
+    def _remember(self, rows: dict[UUID, BalanceRow]) -> None:
+        for key, row in rows.items():
+            self._rows[key] = row
+            self._rows.move_to_end(key)
+        while len(self._rows) > self.options.account_cache:
+            self._rows.popitem(last=False)
 
     def _observe(self, events: int, written: dict[str, int], seconds: float) -> None:
         m, name = self.metrics, self.name
@@ -160,18 +196,12 @@ class Projector:
         m.position.labels(name).set(self.position)
         log.debug("applied %d events up to position %d", events, self.position)
 
-    async def _refresh_cohorts(self, force: bool) -> None:
-        """Rewrite the cohorts of the programs that changed, from the helper table."""
-        if self._stale is not None and not self._stale:
-            return
-        if not force and self._clock() - self._refreshed_at < self.options.refresh_interval:
-            return
-        async with self.engine.begin() as conn:
-            rows = await refresh_cohorts(conn, self._stale)
-        self._stale, self._refreshed_at = set(), self._clock()
-        self.metrics.rows.labels(self.name, "retention_cohorts").inc(rows)
-        async with self.engine.connect() as conn:
-            self.metrics.set_retention(await retention_12m(conn))
+
+async def _first_set(*events: asyncio.Event, timeout: float) -> None:
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
 
 
 def _opened_before(batch: list[Recorded]) -> set[UUID]:

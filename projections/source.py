@@ -8,7 +8,8 @@ and new event fields are honoured exactly as the ledger itself sees them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Mapper, Notification
 from sqlalchemy import Row, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from careledger.store import LedgerStore
 
@@ -50,6 +51,8 @@ class EventSource:
             f"{select} FROM {table} WHERE {column} > :after ORDER BY {column} LIMIT :limit"
         )
         self._head = text(f"{select} FROM {table} ORDER BY {column} DESC LIMIT 1")
+        # The PostgreSQL recorder NOTIFYs this channel whenever it commits events.
+        self.channel: str | None = getattr(store.recorder, "channel_name", None)
 
     async def read(self, conn: AsyncConnection, after: int, limit: int) -> list[Recorded]:
         """Up to ``limit`` events after position ``after``; decoded off the event loop."""
@@ -83,6 +86,28 @@ class EventSource:
             )
             for row in rows
         ]
+
+
+@asynccontextmanager
+async def commits(engine: AsyncEngine, channel: str | None) -> AsyncIterator[asyncio.Event]:
+    """An event set whenever the ledger commits (PostgreSQL LISTEN); never set on SQLite,
+    where the follower just polls."""
+    committed = asyncio.Event()
+    if channel is None or engine.dialect.name != "postgresql":
+        yield committed
+        return
+
+    def wake(*_: object) -> None:
+        committed.set()
+
+    async with engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        await raw.add_listener(channel, wake)
+        try:
+            yield committed
+        finally:
+            await raw.remove_listener(channel, wake)
 
 
 def _uuid(value: Any) -> UUID:

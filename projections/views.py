@@ -7,7 +7,7 @@ dialect-specific date arithmetic.
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import Date, Float, Integer, Text, TextualSelect, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 # The previous 12 months are months m-23 .. m-12, the last 12 months m-11 .. m, where m is
@@ -60,6 +60,22 @@ VIEWS = {
     "program_retention_12m": RETENTION_12M,
     "program_retention_12m_monthly": RETENTION_12M_MONTHLY,
 }
+
+
+# Both views have these columns; typed so SQLite's text dates come back as dates.
+COLUMNS = {
+    "program_id": Text,
+    "as_of_month": Date,
+    "previous_patients": Integer,
+    "retained_patients": Integer,
+    "retention_rate": Float,
+}
+
+
+def select_view(name: str, order_by: str = "program_id, as_of_month") -> TextualSelect:
+    """``SELECT *`` from a view, with typed result columns."""
+    assert name in VIEWS
+    return text(f"SELECT * FROM {name} ORDER BY {order_by}").columns(**COLUMNS)
 
 
 async def create_views(conn: AsyncConnection) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -59,16 +60,24 @@ def rebuild_projections(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _once(settings: Settings, options: ProjectionOptions) -> int:
     async with open_projector(settings, options) as projector:
+        started = time.perf_counter()
         applied = await projector.catch_up()
-        print(json.dumps({"applied": applied, "position": projector.position}))
+        _summary(applied, projector.position, started)
     return 0
 
 
 async def _rebuild(settings: Settings, options: ProjectionOptions) -> int:
     async with open_projector(settings, options) as projector:
+        started = time.perf_counter()
         applied = await projector.rebuild()
-        print(json.dumps({"applied": applied, "position": projector.position}))
+        _summary(applied, projector.position, started)
     return 0
+
+
+def _summary(applied: int, position: int, started: float) -> None:
+    """The last stdout line: events applied, the position reached, seconds it took."""
+    seconds = round(time.perf_counter() - started, 3)
+    print(json.dumps({"applied": applied, "position": position, "seconds": seconds}))
 
 
 async def _follow(settings: Settings, options: ProjectionOptions) -> int:

@@ -39,6 +39,7 @@ CHECKUPS = ("annual_wellness", "screening", "vaccination", "dental_cleaning")
 class _Patient:
     pid: str
     at: datetime
+    prefix: str
     earned: list[str] = field(default_factory=list)  # voidable interaction ids
     redemptions: list[str] = field(default_factory=list)
 
@@ -57,14 +58,17 @@ def workload(
     start: datetime = datetime(2024, 9, 1, tzinfo=UTC),
     end: datetime = datetime(2026, 10, 1, tzinfo=UTC),
     per_patient: int = 6,
+    prefix: str = "sim",
 ) -> Workload:
-    """A seeded mix of every interaction type over ``start``..``end``."""
+    """A seeded mix of every interaction type over ``start``..``end``; patients and event ids
+    start with ``prefix``."""
     rnd = random.Random(seed)
     span = (end - start).total_seconds()
     out: list[tuple[datetime, dict[str, Any] | bytes]] = []
     for n in range(patients):
-        patient = _Patient(f"sim-{n:06d}", start + timedelta(seconds=rnd.uniform(0, span * 0.8)))
-        referrer = f"sim-{rnd.randrange(n):06d}" if n and rnd.random() < 0.1 else None
+        born = start + timedelta(seconds=rnd.uniform(0, span * 0.8))
+        patient = _Patient(f"{prefix}-{n:06d}", born, prefix)
+        referrer = f"{prefix}-{rnd.randrange(n):06d}" if n and rnd.random() < 0.1 else None
         data: dict[str, Any] = {"channel": "web", "referred_by": referrer}
         out.append((patient.at, _event(patient, "patient.enrolled", data, f"enrol-{n}")))
         for k in range(max(1, int(rnd.expovariate(1 / per_patient)))):
@@ -85,7 +89,7 @@ def workload(
 def _event(patient: _Patient, kind: str, data: dict[str, Any], eid: str) -> dict[str, Any]:
     return {
         "specversion": "1.0",
-        "id": eid,
+        "id": f"{patient.prefix}-{eid}",
         "source": SOURCE,
         "type": kind,
         "time": patient.at.isoformat(),
@@ -104,7 +108,7 @@ def _interaction(rnd: random.Random, p: _Patient, eid: str, patients: int) -> di
         data = {"redemption_id": rid, "reward_id": "gift", "points": rnd.randrange(50, 900)}
         return _event(p, "redemption.requested", data, eid)
     if roll < 0.21 and p.earned:
-        target = rnd.choice(p.earned)
+        target = f"{p.prefix}-{rnd.choice(p.earned)}"
         data = {"voided_id": target, "voided_source": SOURCE, "reason": "entered_in_error"}
         return _event(p, "interaction.voided", data, eid)
     if roll < 0.29:
@@ -112,7 +116,7 @@ def _interaction(rnd: random.Random, p: _Patient, eid: str, patients: int) -> di
         amount = f"{rnd.randrange(1000, 30000) / 100:.2f}"
         return _event(p, "payment.recorded", {"amount": amount, "currency": "USD"}, eid)
     if roll < 0.31:
-        referee = {"referee": f"sim-{rnd.randrange(patients):06d}"}
+        referee = {"referee": f"{p.prefix}-{rnd.randrange(patients):06d}"}
         return _event(p, "referral.made", referee, eid)
     if roll < 0.39:
         data = {"metric": "steps", "day": p.at.date().isoformat(), "value": rnd.randrange(12000)}
@@ -128,7 +132,7 @@ def _interaction(rnd: random.Random, p: _Patient, eid: str, patients: int) -> di
     return _event(p, "visit.completed", data, eid)
 
 
-def apply_workload(ledger: Ledger, load: Workload, batch: int = 2000) -> int:
+def apply_workload(ledger: Ledger, load: Workload, batch: int = 2000, run: str = "sim") -> int:
     """Apply in arrival order in big batches, with maintenance when its time has come."""
     due = list(load.maintenance)
     pending: list[Inbound] = []
@@ -137,7 +141,7 @@ def apply_workload(ledger: Ledger, load: Workload, batch: int = 2000) -> int:
             _flush(ledger, pending)
             ledger.maintain(PROGRAM, due.pop(0))
         raw = event if isinstance(event, bytes) else json.dumps(event).encode()
-        pending.append(Inbound(f"file:sim:{number}", raw, RECEIVED_AT))
+        pending.append(Inbound(f"file:{run}:{number}", raw, RECEIVED_AT))
         if len(pending) >= batch:
             _flush(ledger, pending)
     _flush(ledger, pending)

@@ -6,14 +6,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from careledger.bootstrap import build_ledger
 from careledger.ledger import Inbound, Ledger
 from careledger.settings import Settings
 from projections.database import connect
 from projections.tables import READ_MODELS
-from projections.views import VIEWS
+from projections.views import VIEWS, select_view
 from tests.conftest import Database
 from tests.events import cloudevent
 
@@ -34,11 +34,15 @@ def ledger_for(db: Database) -> Ledger:
 def apply(ledger: Ledger, events: list[dict[str, Any] | bytes], run: str = "t") -> None:
     """Apply events as one file ingest would, then let the referral relay catch up."""
     inputs = [
-        Inbound(f"file:{run}:{n}", e if isinstance(e, bytes) else json.dumps(e).encode(), RECEIVED_AT)
-        for n, e in enumerate(events, start=1)
+        Inbound(f"file:{run}:{n}", _raw(event), RECEIVED_AT)
+        for n, event in enumerate(events, start=1)
     ]
     ledger.apply_batch(inputs)
     ledger.relay_until_idle()
+
+
+def _raw(event: dict[str, Any] | bytes) -> bytes:
+    return event if isinstance(event, bytes) else json.dumps(event).encode()
 
 
 def _visit(patient: str, day: str, eid: str, kind: str = "in_person") -> dict[str, Any]:
@@ -100,16 +104,16 @@ def _pay(patient: str, day: str, amount: str, eid: str) -> dict[str, Any]:
 
 
 async def dump(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
-    """Every read model and view, row for row, in a total order."""
+    """Every read model and view, row for row, in a total order (typed on both stores)."""
     engine = connect(settings.database_url, settings.database_schema)
     tables: dict[str, list[tuple[Any, ...]]] = {}
     try:
         async with engine.connect() as conn:
-            for name in [t.name for t in READ_MODELS] + list(VIEWS):
-                result = await conn.execute(text(f"SELECT * FROM {name}"))
-                columns = len(result.keys())
-                order = ", ".join(str(i) for i in range(1, columns + 1))
-                rows = await conn.execute(text(f"SELECT * FROM {name} ORDER BY {order}"))
+            for table in READ_MODELS:
+                rows = await conn.execute(select(table).order_by(*table.columns))
+                tables[table.name] = [tuple(row) for row in rows]
+            for name in VIEWS:
+                rows = await conn.execute(select_view(name))
                 tables[name] = [tuple(row) for row in rows]
     finally:
         await engine.dispose()

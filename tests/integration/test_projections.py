@@ -1,0 +1,317 @@
+"""The read models on both stores: exact rows after a mixed scenario, crash and resume,
+rebuild equals incremental, metrics, retention and following the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import projections.runner
+from careledger.ledger import Ledger
+from domain.ids import account_id
+from projections.runner import ProjectionOptions
+from projections.service import catch_up, open_projector, rebuild
+from tests.conftest import Database
+from tests.events import cloudevent
+from tests.integration.test_projections_support import (
+    MAINTENANCE_AS_OF,
+    PROGRAM,
+    SOURCE,
+    apply,
+    dump,
+    ledger_for,
+    query,
+    scenario,
+    settings_for,
+)
+
+pytestmark = pytest.mark.integration
+
+SMALL = ProjectionOptions(batch_size=4)
+
+
+def at(day: str, hour: int = 10) -> datetime:
+    return datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC)
+
+
+def last_recorded(ledger: Ledger, patient: str) -> datetime:
+    events = list(ledger.store.events.get(account_id(PROGRAM, patient)))
+    return events[-1].timestamp
+
+
+@pytest.fixture
+def ledger(database: Database) -> Ledger:
+    """The scenario applied, then maintenance expires ann's 2026 lots and drops her tier."""
+    ledger = ledger_for(database)
+    apply(ledger, scenario())
+    ledger.maintain(PROGRAM, MAINTENANCE_AS_OF)
+    return ledger
+
+
+async def test_the_scenario_leaves_exactly_these_rows(database: Database, ledger: Ledger) -> None:
+    settings = settings_for(database)
+    applied = await catch_up(settings)
+    assert applied == ledger.store.recorder.max_notification_id()
+    tables = await dump(settings)
+
+    balances = {row[1]: row for row in tables["balances"]}
+    assert balances["ann"][3:] == (
+        1000,  # available: 2330 earned - 300 redeemed - 100 reversed - 930 expired
+        "bronze",  # silver on 2026-01-15, bronze again at maintenance
+        0,  # nothing qualifying in the year before 2027-02-20
+        2330,  # 10 x 100 + 110 + 220 (silver) + 1000 referrer bonus
+        300,  # 500 + 300 redeemed - 500 returned
+        930,
+        100,
+        2,  # discount: 120.00 spent after the 85.50 payment was voided
+        Decimal("120.00"),
+        0,
+        at("2026-01-05"),
+        at("2026-02-19"),
+        last_recorded(ledger, "ann"),
+    )
+    assert balances["bob"][3:] == (
+        600,
+        "bronze",
+        100,
+        600,
+        0,
+        0,
+        0,
+        0,
+        Decimal("0.00"),
+        0,
+        at("2026-03-01"),
+        at("2026-04-02"),
+        last_recorded(ledger, "bob"),
+    )
+    assert balances["cy"][3:12] == (0, "bronze", 0, 0, 0, 0, 0, 0, Decimal("50.00"))
+    for patient, row in balances.items():  # what Ledger.balance reports, field by field
+        expected = dataclasses.asdict(ledger.balance(PROGRAM, patient))  # type: ignore[arg-type]
+        assert row[3:13] == tuple(expected[k] for k in list(expected)[2:12])
+
+    entries = tables["ledger_entries"]
+    assert len(entries) == 28
+    by_kind: dict[str, int] = {}
+    for row in entries:
+        by_kind[row[3]] = by_kind.get(row[3], 0) + row[4]
+    assert by_kind == {
+        "earned": 1430,
+        "bonus": 1500,
+        "redeemed": -800,
+        "returned": 500,
+        "reversed": -100,
+        "expired": -930,
+    }
+    assert (next(row[1:10] for row in entries if row[9] == "ann-void-1")) == (
+        PROGRAM,
+        "ann",
+        "reversed",
+        -100,
+        930,
+        "void",
+        "2026.1",
+        SOURCE,
+        "ann-void-1",
+    )
+    expiries = sorted((row[10], row[4]) for row in entries if row[3] == "expired")
+    assert expiries == [
+        *[(at(f"2027-01-{d}"), -100) for d in range(10, 16)],
+        (at("2027-02-10"), -110),
+        (at("2027-02-11"), -220),
+    ]
+    ann_entries = [row for row in entries if row[2] == "ann"]
+    assert sum(row[4] for row in ann_entries) == 1000
+
+    assert tables["tier_history"] == [
+        (PROGRAM, "ann", "bronze", "silver", at("2026-01-15"), "qualifying_points"),
+        (PROGRAM, "ann", "silver", "bronze", MAINTENANCE_AS_OF, "maintenance"),
+    ]
+    received = datetime(2026, 6, 1, tzinfo=UTC)
+    assert tables["dead_letters"] == [
+        (
+            "file:t:26",
+            None,
+            None,
+            "not_json",
+            "not_json: payload: not valid JSON (Expecting value at line 1 column 1)",
+            received,
+        ),
+        (
+            "file:t:27",
+            SOURCE,
+            "ann-x2",
+            "unknown_redemption",
+            "unknown_redemption: no such redemption on this account",
+            received,
+        ),
+    ]
+
+    # cohorts: ann (Jan, active Jan-Feb), bob (Mar, active Mar-Apr), cy (Apr, only a payment)
+    assert [row[1:] for row in tables["retention_cohorts"]] == [
+        (date(2026, 1, 1), 0, 1, 1, 1.0),
+        (date(2026, 1, 1), 1, 1, 1, 1.0),
+        (date(2026, 1, 1), 2, 1, 0, 0.0),
+        (date(2026, 1, 1), 3, 1, 0, 0.0),
+        (date(2026, 3, 1), 0, 1, 1, 1.0),
+        (date(2026, 3, 1), 1, 1, 1, 1.0),
+        (date(2026, 4, 1), 0, 1, 0, 0.0),
+    ]
+    assert tables["program_retention_12m"] == [(PROGRAM, date(2026, 4, 1), 0, 0, None)]
+
+    kpis = {row[1]: row[2:] for row in tables["program_kpis_daily"]}
+    assert len(kpis) == 33
+    # interactions, active, new, earned, redeemed (net), expired, reversed, liability, rates
+    assert kpis[date(2026, 1, 5)] == (1, 1, 1, 0, 0, 0, 0, 0, None, None)
+    assert kpis[date(2026, 1, 15)] == (1, 1, 0, 100, 0, 0, 0, 1000, 0.0, 0.0)
+    assert kpis[date(2026, 2, 12)] == (1, 0, 0, 0, 500, 0, 0, 830, 500 / 1330, 0.0)
+    assert kpis[date(2026, 2, 14)] == (1, 0, 0, 0, -500, 0, 0, 1330, 0.0, 0.0)
+    assert kpis[date(2026, 2, 16)] == (1, 0, 0, 0, 0, 0, 100, 930, 300 / 1330, 0.0)
+    assert kpis[date(2026, 3, 10)] == (1, 1, 0, 1550, 0, 0, 0, 2480, 300 / 2880, 0.0)
+    assert kpis[date(2026, 4, 5)] == (1, 0, 1, 0, 0, 0, 0, 2530, 300 / 2930, 0.0)
+    assert kpis[date(2027, 2, 11)] == (0, 0, 0, 0, 0, 220, 0, 1600, 300 / 2930, 930 / 2930)
+    assert sum(k[2] for k in kpis.values()) == 3  # new patients
+    assert kpis[max(kpis)][7] == sum(row[3] for row in tables["balances"])  # liability
+
+
+async def test_a_crash_mid_run_resumes_to_the_same_tables(
+    database: Database, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(database)
+    real_write = projections.runner.write_changes
+    calls = 0
+
+    async def crash_on_fourth_batch(conn: Any, changes: Any) -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 4:
+            raise RuntimeError("projector killed")
+        return await real_write(conn, changes)
+
+    monkeypatch.setattr(projections.runner, "write_changes", crash_on_fourth_batch)
+    with pytest.raises(RuntimeError, match="projector killed"):
+        await catch_up(settings, SMALL)
+    positions = await query(settings, "SELECT position FROM projection_positions")
+    assert positions == [(12,)]  # three batches of four committed, the fourth rolled back
+    assert len((await dump(settings))["balances"]) == 1  # ann opened, bob not yet
+
+    monkeypatch.setattr(projections.runner, "write_changes", real_write)
+    assert await catch_up(settings, SMALL) == ledger.store.recorder.max_notification_id() - 12
+    resumed = await dump(settings)
+    await rebuild(settings)
+    assert resumed == await dump(settings)
+
+
+async def test_rebuild_equals_incremental(database: Database) -> None:
+    settings = settings_for(database)
+    ledger = ledger_for(database)
+    events = scenario()
+    for start in range(0, len(events), 9):  # follow along while the ledger grows
+        apply(ledger, events[start : start + 9], run=f"part{start}")
+        await catch_up(settings, SMALL)
+    ledger.maintain(PROGRAM, datetime(2026, 12, 1, tzinfo=UTC))
+    await catch_up(settings, ProjectionOptions(batch_size=3))
+    ledger.maintain(PROGRAM, MAINTENANCE_AS_OF)
+    await catch_up(settings, SMALL)
+    incremental = await dump(settings)
+
+    assert await rebuild(settings) == ledger.store.recorder.max_notification_id()
+    assert await dump(settings) == incremental
+    assert incremental["balances"] and incremental["retention_cohorts"]
+
+
+async def test_metrics_report_lag_rows_and_transactions(database: Database, ledger: Ledger) -> None:
+    settings = settings_for(database)
+    registry = CollectorRegistry()
+    async with open_projector(settings, SMALL, registry) as projector:
+        await projector.update_lag()
+        head = ledger.store.recorder.max_notification_id()
+        assert registry.get_sample_value("careledger_projection_lag_events", _rm()) == head
+        assert registry.get_sample_value("careledger_projection_lag_seconds", _rm()) > 0
+        await projector.catch_up()
+
+    assert registry.get_sample_value("careledger_projection_lag_events", _rm()) == 0
+    assert registry.get_sample_value("careledger_projection_lag_seconds", _rm()) == 0
+    assert registry.get_sample_value("careledger_projection_events_total", _rm()) == head
+    rows = {"projection": "read_models", "table": "ledger_entries"}
+    assert registry.get_sample_value("careledger_projection_rows_written_total", rows) == 28
+    batches = -(-head // SMALL.batch_size)
+    name = "careledger_projection_transaction_seconds_count"
+    assert registry.get_sample_value(name, _rm()) == batches
+    for metric in registry.collect():
+        for sample in metric.samples:
+            assert set(sample.labels) <= {"projection", "table", "program_id", "le"}
+            assert not {"ann", "bob", "cy"} & set(sample.labels.values())
+
+
+def _rm() -> dict[str, str]:
+    return {"projection": "read_models"}
+
+
+async def test_twelve_month_retention_view_and_gauge(database: Database) -> None:
+    """Latest month 2026-05: previous 12 months are 2024-06..2025-05, last 12 2025-06..2026-05."""
+    ledger = ledger_for(database)
+    visit = "visit.completed"
+    history = {
+        "p1": [("2025-03-10", visit), ("2026-04-10", visit)],  # retained
+        "p2": [("2025-01-10", visit)],  # lapsed
+        "p3": [("2025-05-10", visit), ("2026-03-10", "payment.recorded")],  # paying is not active
+        "p4": [("2026-05-20", visit)],  # new: not in the base
+        "p5": [("2024-06-10", "patient.enrolled"), ("2025-08-10", "review.submitted")],
+    }
+    data = {
+        visit: {"visit_id": "v", "visit_type": "in_person"},
+        "payment.recorded": {"amount": "10.00", "currency": "USD"},
+        "patient.enrolled": {"channel": "web"},
+        "review.submitted": {"rating": 4},
+    }
+    events: list[dict[str, Any] | bytes] = []
+    for patient, items in history.items():
+        for n, (day, kind) in enumerate(items):
+            events.append(_cloudevent(kind, patient, day, data[kind], f"{patient}-{n}"))
+    apply(ledger, sorted(events, key=lambda e: e["time"]))  # type: ignore[index]
+    settings = settings_for(database)
+    registry = CollectorRegistry()
+    await catch_up(settings, registry=registry)
+
+    views = await dump(settings)
+    assert views["program_retention_12m"] == [(PROGRAM, _month(2026, 5), 4, 2, 0.5)]
+    monthly = views["program_retention_12m_monthly"]
+    assert monthly[-1] == (PROGRAM, _month(2026, 5), 4, 2, 0.5)
+    assert monthly[0] == (PROGRAM, _month(2024, 6), 0, 0, None)
+    assert len(monthly) == 8  # every month with any accepted interaction
+    labels = {"program_id": PROGRAM}
+    assert registry.get_sample_value("careledger_program_retention_rate", labels) == 0.5
+
+
+def _month(year: int, month: int) -> Any:
+    return date(year, month, 1)
+
+
+def _cloudevent(kind: str, patient: str, day: str, data: dict[str, Any], eid: str) -> Any:
+    return cloudevent(kind, patient, f"{day}T10:00:00Z", data, id=eid)
+
+
+async def test_follow_applies_new_events_until_stopped(database: Database) -> None:
+    settings = settings_for(database)
+    ledger = ledger_for(database)
+    stop = asyncio.Event()
+    async with open_projector(settings, ProjectionOptions(poll_interval=0.02)) as projector:
+        following = asyncio.create_task(projector.follow(stop))
+        apply(ledger, scenario()[:3])
+        head = ledger.store.recorder.max_notification_id()
+        for _ in range(250):
+            if projector.position == head:
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(following, 10)
+    assert projector.position == head
+    rows = await query(settings, "SELECT patient_id, available FROM balances")
+    assert rows == [("ann", 200)]

@@ -1,0 +1,107 @@
+"""``careledger projections`` as processes: SIGKILL mid-run, resume, rebuild, /metrics, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.conftest import Database
+from tests.integration.test_projections_scale import apply_workload, workload
+from tests.integration.test_projections_support import dump, ledger_for, query, settings_for
+
+pytestmark = pytest.mark.integration
+
+
+def careledger(db: Database, *args: str, metrics_port: int = 0) -> subprocess.Popen[str]:
+    env = {**os.environ, **db.env(), "CARELEDGER_METRICS_PORT": str(metrics_port)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "careledger.cli", "projections", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finished(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """The summary line of ``run --once`` or ``rebuild`` (without the timing)."""
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    last: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    assert last.pop("seconds") >= 0
+    return last
+
+
+async def position(db: Database) -> int:
+    try:
+        rows = await query(settings_for(db), "SELECT position FROM projection_positions")
+    except Exception:  # the projector has not created its tables yet
+        return 0
+    return int(rows[0][0]) if rows else 0
+
+
+async def test_a_killed_projector_resumes_and_equals_a_rebuild(database: Database) -> None:
+    ledger = ledger_for(database)
+    apply_workload(ledger, workload(seed=5, patients=400, per_patient=5))
+    head = ledger.store.recorder.max_notification_id()
+
+    proc = careledger(database, "run", "--batch-size", "5")
+    killed_at = 0
+    for _ in range(3000):
+        killed_at = await position(database)
+        if killed_at > 0:
+            proc.send_signal(signal.SIGKILL)
+            break
+        await asyncio.sleep(0.005)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert 0 < killed_at < head, "the projector should be killed part-way"
+
+    stored = await position(database)
+    assert stored >= killed_at  # committed batches survive the kill
+    assert finished(careledger(database, "run", "--once")) == {
+        "applied": head - stored,
+        "position": head,
+    }
+    resumed = await dump(settings_for(database))
+    assert finished(careledger(database, "rebuild")) == {"applied": head, "position": head}
+    assert await dump(settings_for(database)) == resumed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_run_serves_metrics_and_stops_cleanly_on_sigterm(database: Database) -> None:
+    ledger = ledger_for(database)
+    apply_workload(ledger, workload(seed=6, patients=30))
+    port = free_port()
+    proc = careledger(database, "run", metrics_port=port)
+    text = ""
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as page:
+                text = page.read().decode()
+        except OSError:
+            text = ""
+        if 'careledger_projection_lag_events{projection="read_models"} 0.0' in text:
+            break
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert 'careledger_projection_lag_events{projection="read_models"} 0.0' in text
+    assert "careledger_projection_transaction_seconds_bucket" in text
+    assert "sim-0" not in text  # no patient id anywhere in the metrics
