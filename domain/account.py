@@ -47,6 +47,7 @@ from domain.values import (
     RedemptionRecord,
 )
 
+ENTRY_KINDS = tuple(kind.value for kind in EntryKind)  # iterating an Enum is slow
 DUPLICATE = "duplicate"
 ACCEPTED = "accepted"
 
@@ -269,7 +270,7 @@ class PatientAccount(Aggregate):
         self.expired_lots: set[UUID] = set()
         # A lower bound on the next lot expiry (None: unknown), a cache kept by apply().
         self._expiry_floor: datetime | None = None
-        self.lifetime = {kind.value: 0 for kind in EntryKind}
+        self.lifetime = dict.fromkeys(ENTRY_KINDS, 0)
         self.latest_event_at: datetime | None = None
         self.qualifying_now = 0
         self.qualifying_as_of: datetime | None = None
