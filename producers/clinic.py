@@ -189,7 +189,7 @@ class Clinic:
         data: Event = {"channel": channel}
         referrer = patient.referrer
         if referrer is None and patient.late and rng.random() < h.WORD_OF_MOUTH_SHARE:
-            referrer = self._someone_enrolled()
+            referrer = self._someone_enrolled(besides=patient)
         if referrer is not None:
             data["referred_by"] = referrer
         self._emit(self._second(8, 21), patient, "patient.enrolled", source, data)
@@ -205,10 +205,11 @@ class Clinic:
         self._again(day, habit.referrals_per_year / 365, _REFER, patient)
         self._plan_year(day, patient, None)
 
-    def _someone_enrolled(self) -> str | None:
+    def _someone_enrolled(self, besides: Patient) -> str | None:
+        """An enrolled patient other than ``besides`` (who would be referring themselves)."""
         for _ in range(5):
             other = self._patients[self._rng.randrange(self._patient_count)]
-            if other.enrolled:
+            if other.enrolled and other is not besides:
                 return other.pid
         return None
 
@@ -320,7 +321,8 @@ class Clinic:
             return
         rng = self._rng
         self._again(day, patient.habit.referrals_per_year / 365, _REFER, patient)
-        referee = self._claim_referee(day) if rng.random() < h.REFERRAL_CONVERTS else None
+        converts = rng.random() < h.REFERRAL_CONVERTS
+        referee = self._claim_referee(day, patient) if converts else None
         if referee is None:  # a friend who never signs up
             self._outsiders += 1
             name = f"p-{self._patient_count + self._outsiders:06d}"
@@ -333,10 +335,16 @@ class Clinic:
             self._schedule(referee.join_day, _ENROL, referee)
         self._emit(self._second(7, 23), patient, "referral.made", h.PORTAL, {"referee": name})
 
-    def _claim_referee(self, day: int) -> Patient | None:
-        """A late joiner who has not enrolled yet and would otherwise join well after today."""
+    def _claim_referee(self, day: int, referrer: Patient) -> Patient | None:
+        """A late joiner who has not enrolled yet and would otherwise join well after today.
+
+        Never the referrer: a self-referral is refused by the ledger, and the simulator's valid
+        traffic must be valid.
+        """
         while self._future:
             candidate = self._future.pop()
+            if candidate is referrer:
+                continue
             if not candidate.enrolled and candidate.join_day > day + 10:
                 return candidate
         return None

@@ -34,9 +34,9 @@ def test_demo_runs_to_completion_and_agrees_with_the_read_models(tmp_path: Path)
     summary = json.loads(proc.stdout)
     published, outcomes = summary["published"], summary["events_by_outcome"]
     assert sum(published.values()) == sum(outcomes.values()) > 500
-    # every malformed record is refused; the ledger may refuse a few valid-looking ones too
-    # (a simulated self-referral, say): every refusal is a dead letter
-    assert outcomes["rejected"] == summary["dead_letters"] >= published["malformed"]
+    # exactly the malformed records are refused, and every refusal is a dead letter
+    assert outcomes["rejected"] == published["malformed"] == summary["dead_letters"]
+    assert outcomes["accepted"] == published["valid"]
     assert outcomes["duplicate"] == published["duplicate"]
 
     with sqlite3.connect(db) as conn:
