@@ -8,8 +8,10 @@ the event (``occurred_at``, or ``timestamp`` for when the ledger recorded it).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import UTC
 from typing import Any
+from uuid import UUID
 
 from domain.account import PatientAccount, entries_of
 from domain.rejection import RejectedInput
@@ -189,3 +191,16 @@ class Fold:
             entry.occurred_at,
             event.timestamp,  # recorded_at
         )
+
+
+def accounts_to_load(batch: Iterable[Recorded]) -> set[UUID]:
+    """Accounts the batch touches whose ``Opened`` is in an earlier batch (rows to load)."""
+    touched: set[UUID] = set()
+    opened: set[UUID] = set()
+    for recorded in batch:
+        event = recorded.event
+        if isinstance(event, PatientAccount.Opened):
+            opened.add(event.originator_id)
+        elif isinstance(event, PatientAccount.Event):
+            touched.add(event.originator_id)
+    return touched - opened

@@ -43,6 +43,12 @@ class ProjectionMetrics:
             ["projection"],
             registry=r,
         )
+        self.retries = Counter(
+            "careledger_projection_retries_total",
+            "Projection steps that failed (nothing committed) and were retried, by error class.",
+            ["projection", "error"],
+            registry=r,
+        )
         self.position = Gauge(
             "careledger_projection_position",
             "Notification id of the last ledger event applied.",

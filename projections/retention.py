@@ -9,6 +9,7 @@ crash, in a rebuild) the result is the same.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from projections.changes import month_start
 from projections.metrics import ProjectionMetrics
 from projections.tables import patient_activity_months, retention_cohorts
 from projections.views import select_view
+
+log = logging.getLogger(__name__)
 
 
 class CohortRefresher:
@@ -55,11 +58,12 @@ class CohortRefresher:
             self._stale.update(programs)
 
     async def refresh_when_due(self) -> None:
-        if self._running is not None:
-            if not self._running.done():
+        running, self._running = self._running, None
+        if running is not None:
+            if not running.done():
+                self._running = running
                 return
-            self._running.result()  # a failed rewrite stops the follower, loudly
-            self._running = None
+            running.result()  # a failed rewrite fails this step (it is retried)
         stale = self._stale is None or bool(self._stale)
         if not stale or self.clock() - self._refreshed_at < self.interval:
             return
@@ -69,9 +73,14 @@ class CohortRefresher:
             await self.refresh()
 
     async def finish(self) -> None:
-        """Wait for a rewrite running in the background."""
-        if self._running is not None:
-            await self._running
+        """Wait for a rewrite running in the background (on the way out: a failure is only
+        logged, the next start rewrites every program anyway)."""
+        running, self._running = self._running, None
+        if running is not None:
+            try:
+                await running
+            except Exception as exc:
+                log.warning("cohort rewrite failed (%s)", type(exc).__name__)
 
     async def refresh(self) -> None:
         """Rewrite now the cohorts of the programs changed since the last rewrite."""

@@ -8,6 +8,7 @@ stored position. The next batch is read and decoded while the current one is wri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -19,15 +20,15 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.account import PatientAccount
 from projections.changes import BalanceRow, BatchChanges
 from projections.database import create_read_models, drop_read_models
-from projections.handlers import Fold
+from projections.handlers import Fold, accounts_to_load
 from projections.metrics import ProjectionMetrics
 from projections.retention import CohortRefresher
-from projections.source import EventSource, Recorded, commits
+from projections.source import EventSource, Recorded, commits, first_set
 from projections.tables import projection_positions
 from projections.writer import (
+    PositionMoved,
     advance_position,
     load_accounts,
     lock_position,
@@ -38,6 +39,7 @@ from projections.writer import (
 log = logging.getLogger(__name__)
 
 READ_MODELS = "read_models"
+FIRST_BACKOFF, MAX_BACKOFF = 0.2, 30.0  # seconds between retries while the database is away
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class Projector:
 
     async def start(self, indexes: bool = True) -> None:
         """Create missing read models and load the stored position."""
+        self._rows.clear()
+        self.cohorts.all_stale()
         async with self.engine.begin() as conn:
             await create_read_models(conn, indexes)
             row = {"name": self.name, "position": 0, "last_event_at": None}
@@ -89,8 +93,6 @@ class Projector:
         async with self.engine.begin() as conn:
             await drop_read_models(conn, self.name)
         await self.start(indexes=False)
-        self.cohorts.all_stale()
-        self._rows.clear()
         applied = await self.catch_up()
         async with self.engine.begin() as conn:
             await create_read_models(conn)  # the secondary indexes, built once
@@ -106,12 +108,12 @@ class Projector:
             try:
                 await self._apply(batch)
             except BaseException:
-                ahead.cancel()
+                _discard(ahead)
                 raise
             total += len(batch)
             batch = await ahead if len(batch) == size and not (stop and stop.is_set()) else []
             if not batch:
-                ahead.cancel()
+                _discard(ahead)
         if refresh:
             await self.cohorts.refresh()
         await self.update_lag()
@@ -124,13 +126,36 @@ class Projector:
         """
         async with commits(self.engine, self.source.channel) as committed:
             try:
+                backoff = FIRST_BACKOFF
                 while not stop.is_set():
                     committed.clear()
-                    await self.catch_up(stop, refresh=False)
-                    await self.cohorts.refresh_when_due()
-                    await _first_set(stop, committed, timeout=self.options.poll_interval)
+                    if await self._step(stop):
+                        backoff = FIRST_BACKOFF
+                        await first_set(stop, committed, timeout=self.options.poll_interval)
+                    else:
+                        await first_set(stop, timeout=backoff)
+                        backoff = min(backoff * 2, MAX_BACKOFF)
             finally:
                 await self.cohorts.finish()
+
+    async def _step(self, stop: asyncio.Event) -> bool:
+        """Catch up once; on failure say so (and why, in logs and metrics) instead of dying.
+
+        A failed batch committed nothing, so retrying it is safe. When the stored position is
+        not the one expected (a commit whose acknowledgement was lost, or another projector),
+        the position is read again: what is stored is always consistent with it.
+        """
+        try:
+            await self.catch_up(stop, refresh=False)
+            await self.cohorts.refresh_when_due()
+            return True
+        except Exception as exc:
+            self.metrics.retries.labels(self.name, type(exc).__name__).inc()
+            log.warning("projection step failed (%s); retrying", type(exc).__name__)
+            if isinstance(exc, PositionMoved):
+                with contextlib.suppress(Exception):
+                    await self.start()
+            return False
 
     async def update_lag(self) -> None:
         """Lag in events, and in seconds of ledger time: when the head was recorded minus
@@ -159,7 +184,7 @@ class Projector:
         try:
             async with self.engine.begin() as conn:
                 await lock_position(conn, self.name, self.position)
-                changes.accounts = await self._accounts(conn, _opened_before(batch))
+                changes.accounts = await self._accounts(conn, accounts_to_load(batch))
                 fold = Fold(changes)
                 for recorded in batch:
                     fold.apply(recorded)
@@ -197,21 +222,7 @@ class Projector:
         log.debug("applied %d events up to position %d", events, self.position)
 
 
-async def _first_set(*events: asyncio.Event, timeout: float) -> None:
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
-    await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    for waiting in waits:
-        waiting.cancel()
-
-
-def _opened_before(batch: list[Recorded]) -> set[UUID]:
-    """Accounts the batch touches whose ``Opened`` is in an earlier batch (rows to load)."""
-    touched: set[UUID] = set()
-    opened: set[UUID] = set()
-    for recorded in batch:
-        event = recorded.event
-        if isinstance(event, PatientAccount.Opened):
-            opened.add(event.originator_id)
-        elif isinstance(event, PatientAccount.Event):
-            touched.add(event.originator_id)
-    return touched - opened
+def _discard(task: asyncio.Task[list[Recorded]]) -> None:
+    """Drop a read-ahead that is no longer wanted (and never report its failure)."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())

@@ -113,3 +113,11 @@ async def commits(engine: AsyncEngine, channel: str | None) -> AsyncIterator[asy
 def _uuid(value: Any) -> UUID:
     # asyncpg returns its own UUID subclass; SQLite stores the hex string.
     return value if isinstance(value, UUID) else UUID(str(value))
+
+
+async def first_set(*events: asyncio.Event, timeout: float) -> None:
+    """Wait until one of ``events`` is set, or ``timeout`` seconds."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()

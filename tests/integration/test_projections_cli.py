@@ -1,4 +1,5 @@
-"""``careledger projections`` as processes: SIGKILL mid-run, resume, rebuild, /metrics, SIGTERM."""
+"""``careledger projections`` as processes (SIGKILL mid-run, resume, rebuild, /metrics,
+SIGTERM), and a follower riding out a database outage."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from tests.conftest import Database
-from tests.integration.test_projections_scale import apply_workload, workload
+from projections.runner import ProjectionOptions
+from projections.service import catch_up, open_projector, rebuild
+from tests.conftest import PG_URL, Database
+from tests.integration.test_projections_scale import Workload, apply_workload, workload
 from tests.integration.test_projections_support import dump, ledger_for, query, settings_for
+from tests.integration.test_worker_support import PausableProxy
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +111,47 @@ async def test_run_serves_metrics_and_stops_cleanly_on_sigterm(database: Databas
     assert 'careledger_projection_lag_events{projection="read_models"} 0.0' in text
     assert "careledger_projection_transaction_seconds_bucket" in text
     assert "sim-0" not in text  # no patient id anywhere in the metrics
+
+
+async def test_following_rides_out_a_database_outage(pg_database: Database) -> None:
+    """The projector reaches PostgreSQL through a proxy that goes down for a while."""
+    ledger = ledger_for(pg_database)
+    load = workload(seed=8, patients=200, per_patient=4)
+    half = len(load.events) // 2
+    apply_workload(ledger, Workload(load.events[:half], []), run="before")
+    registry = CollectorRegistry()
+    stop = asyncio.Event()
+    with PausableProxy(PG_URL) as proxy:
+        settings = settings_for(pg_database).model_copy(update={"database_url": proxy.url})
+        options = ProjectionOptions(batch_size=50, poll_interval=0.05)
+        async with open_projector(settings, options, registry) as projector:
+            following = asyncio.create_task(projector.follow(stop))
+            await until(lambda: projector.position == ledger.store.recorder.max_notification_id())
+            proxy.pause()
+            apply_workload(ledger, Workload(load.events[half:], []), run="during")
+            await asyncio.sleep(3)
+            proxy.resume()
+            head = ledger.store.recorder.max_notification_id()
+            await until(lambda: projector.position == head, seconds=60)
+            stop.set()
+            await asyncio.wait_for(following, 30)
+    retries = [
+        s.value
+        for m in registry.collect()
+        if m.name == "careledger_projection_retries"
+        for s in m.samples
+        if s.name.endswith("_total")
+    ]
+    assert sum(retries) >= 1
+    assert await catch_up(settings_for(pg_database)) == 0  # nothing was left behind ...
+    followed = await dump(settings_for(pg_database))  # ... and the cohorts are rewritten
+    await rebuild(settings_for(pg_database))
+    assert await dump(settings_for(pg_database)) == followed
+
+
+async def until(condition: Callable[[], bool], seconds: float = 30) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
