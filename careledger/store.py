@@ -153,7 +153,7 @@ class DateAsISO(Transcoding):
         return date.fromisoformat(data)
 
 
-_NATIVE = (str, int, bool, float, type(None))
+_NATIVE = frozenset({str, int, bool, float, type(None)})
 
 
 class FastJSONTranscoder(JSONTranscoder):
@@ -188,9 +188,14 @@ class FastJSONTranscoder(JSONTranscoder):
         if kind in _NATIVE:
             return value
         if kind is dict:
-            return {key: self._plain(item) for key, item in value.items()}
+            # leaves inline: most fields are strings and ints, and a call per leaf costs more
+            # than the whole orjson write
+            return {
+                key: item if type(item) in _NATIVE else self._plain(item)
+                for key, item in value.items()
+            }
         if kind is list or kind is tuple:
-            return [self._plain(item) for item in value]
+            return [item if type(item) in _NATIVE else self._plain(item) for item in value]
         transcoding = self.types.get(kind)
         if transcoding is None:
             raise TypeError(f"no transcoding for {kind.__name__}")
