@@ -10,8 +10,14 @@ How it keeps "nothing lost, nothing counted twice" (ADR 0004):
   event loop keeps the consumer alive. Refused records are sent to the dead-letter topic
   *before* the transaction commits, so a crash may repeat a dead letter but never lose one.
 * Database or broker trouble: the same batch is retried with backoff; nothing partial is ever
-  committed. A batch whose positions another consumer already committed is dropped whole and
-  the partitions are sought again (``PositionConflict``).
+  committed. Each attempt keeps only the records still ours and above the stored positions (a
+  rebalance may have run during the backoff). A batch whose positions another consumer already
+  committed is dropped whole and the partitions are sought again (``PositionConflict``).
+* A partition whose log ends below its stored position (the topic was recreated, e.g. an
+  in-memory broker restarted, or truncated) cannot be applied without positions moving back,
+  which ADR 0004 forbids, and skipping up to the stored position would silently drop new
+  records. Such a partition is *fenced*: paused, logged as an error and exported as a negative
+  lag, until an operator resolves it and restarts the worker.
 * SIGTERM/SIGINT: the in-flight batch completes (or fails whole); then the worker leaves.
 """
 
@@ -38,6 +44,10 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 MAX_BACKOFF_SECONDS = 30.0
+# How long a partition's high watermark may stay below its stored position before the
+# partition is fenced: long enough to ride out a new leader's high watermark catching up after
+# a leader change on replicated Kafka, short enough that an operator hears of it promptly.
+LOG_BEHIND_GRACE_SECONDS = 10.0
 
 
 def position_name(topic: str, partition: int) -> str:
@@ -59,6 +69,7 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self.worker.batch_lock:  # let an in-flight batch finish first
             for tp in revoked:
                 self.worker.positions.pop(tp, None)
+                self.worker._behind_since.pop(tp, None)
                 self.worker.forget_partition_metrics(tp)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
@@ -92,6 +103,7 @@ class LedgerWorker:
         topic: str = INTERACTIONS_TOPIC,
         dlq_topic: str = INTERACTIONS_DLQ_TOPIC,
         clock: Clock = lambda: datetime.now(UTC),
+        log_behind_grace_s: float = LOG_BEHIND_GRACE_SECONDS,
     ) -> None:
         self.ledger = ledger
         self.bootstrap = bootstrap
@@ -104,7 +116,10 @@ class LedgerWorker:
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.clock = clock
+        self.log_behind_grace_s = log_behind_grace_s
         self.positions: dict[TopicPartition, int] = {}
+        self.fenced: dict[TopicPartition, int] = {}  # -> its (negative) lag; for this process
+        self._behind_since: dict[TopicPartition, float] = {}
         self.batch_lock = asyncio.Lock()
         self.committed_batches = 0
         self._consumer: AIOKafkaConsumer | None = None
@@ -161,13 +176,61 @@ class LedgerWorker:
             self.metrics.retries.labels(error=type(exc).__name__).inc()
             await _sleep_or_stop(stop, 1.0)
             return []
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        for tp, batch in fetched.items():
-            known = self.positions.get(tp)
-            if known is None:  # not (or no longer) ours
-                continue
-            records.extend(r for r in batch if r.offset > known)
-        return records
+        self._fence_partitions_behind(fetched)
+        return self._still_ours([r for batch in fetched.values() for r in batch])
+
+    def _still_ours(
+        self, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """The records on partitions we hold, above their stored positions."""
+        out = []
+        for r in records:
+            known = self.positions.get(TopicPartition(r.topic, r.partition))
+            if known is not None and r.offset > known:  # None: not (or no longer) ours
+                out.append(r)
+        return out
+
+    def _fence_partitions_behind(
+        self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Fence partitions whose log no longer reaches their stored position.
+
+        A record at or below the stored position can only come from the consumer resetting an
+        out-of-range position (we never seek below it): the log was truncated or recreated.
+        A high watermark at or below it means the same unless a new leader's high watermark is
+        still catching up, so that must last ``log_behind_grace_s`` first. (Tansu answers a
+        fetch beyond its log end with no records and its true high watermark, not an error.)
+        """
+        assert self._consumer is not None
+        now = time.monotonic()
+        for tp, known in list(self.positions.items()):
+            end = self._consumer.highwater(tp)
+            if any(r.offset <= known for r in fetched.get(tp, ())):
+                self._fence(tp, known, end)
+            elif end is not None and end <= known:
+                since = self._behind_since.setdefault(tp, now)
+                if now - since >= self.log_behind_grace_s:
+                    self._fence(tp, known, end)
+            else:
+                self._behind_since.pop(tp, None)
+
+    def _fence(self, tp: TopicPartition, known: int, end: int | None) -> None:
+        assert self._consumer is not None
+        self.fenced[tp] = (end if end is not None else 0) - known - 1
+        self.positions.pop(tp, None)
+        self._behind_since.pop(tp, None)
+        self._consumer.pause(tp)
+        self.metrics.lag.labels(tp.topic, str(tp.partition)).set(self.fenced[tp])
+        log.error(
+            "partition %d of %s ends at offset %s, below the stored position %d: the topic was "
+            "recreated or truncated. Its records are NOT applied (that would move the position "
+            "back or skip new records); the partition stays paused until an operator resolves "
+            "it and restarts the worker (ADR 0004).",
+            tp.partition,
+            tp.topic,
+            end,
+            known,
+        )
 
     async def _apply_until_done(
         self, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
@@ -189,10 +252,15 @@ class LedgerWorker:
                     log.warning("stopping with an uncommitted batch (%s)", type(exc).__name__)
                     return
                 log.warning("batch failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
-                await asyncio.sleep(backoff)
+                await _sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _apply(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        # A retry may come after a rebalance: drop what moved to another worker or was
+        # committed meanwhile, or those records would be applied (and dead-lettered) twice.
+        records = self._still_ours(records)
+        if not records:
+            return
         received_at = self.clock()
         inputs = [Inbound(origin_of(r), r.value or b"", received_at) for r in records]
         by_origin = {origin_of(r): r for r in records}
@@ -285,6 +353,11 @@ class LedgerWorker:
         """Seek each partition to the ledger's stored position + 1 (the start if none)."""
         assert self._consumer is not None
         for tp in partitions:
+            if tp in self.fenced:
+                self._consumer.pause(tp)
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(self.fenced[tp])
+                log.error("partition %d of %s stays fenced (see above)", tp.partition, tp.topic)
+                continue
             stored = await asyncio.to_thread(
                 self.ledger.store.position, position_name(tp.topic, tp.partition)
             )
@@ -293,7 +366,7 @@ class LedgerWorker:
                 await self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, stored + 1)
-        log.info("assigned %s", sorted((tp.partition, self.positions[tp]) for tp in partitions))
+        log.info("assigned %s", sorted((tp.partition, self.positions.get(tp)) for tp in partitions))
 
     # -------------------------------------------------------------- background
     async def _background(self, stop: asyncio.Event) -> None:

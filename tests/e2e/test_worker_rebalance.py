@@ -1,0 +1,171 @@
+"""Two workers in one group; one is stopped mid-stream (SIGTERM, or SIGKILL).
+
+Its partitions move to the survivor, which resumes each from the position stored in the
+database. Nothing is lost or counted twice: every balance equals one clean pass over the same
+records, the stored positions end at the topic's ends, and every poison record is a dead
+letter exactly once in the ledger and at least once (exactly once after a SIGTERM) in the DLQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from careledger.broker import EmbeddedBroker
+from careledger.ledger import REJECTED
+from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
+from tests.conftest import Database
+from tests.integration.test_worker_support import (
+    Placed,
+    Record,
+    WorkerProcess,
+    accepted_in,
+    assert_same_balances,
+    clean_pass,
+    committed_count,
+    dead_letter_origins,
+    dlq_origins,
+    end_offsets,
+    headers_of,
+    interactions,
+    ledger_at,
+    origin,
+    produce,
+    read_topic,
+    stored_positions,
+    wait_for,
+    worker_env,
+)
+from tests.kafka_support import create_topic
+
+pytestmark = pytest.mark.e2e
+PARTITIONS = 6
+PATIENTS = [f"rebalance-{i:03d}" for i in range(120)]
+
+
+class PacedPublisher(threading.Thread):
+    """Publishes the records in small chunks over a few seconds, as live traffic would."""
+
+    def __init__(self, bootstrap: str, records: list[Record], chunk: int, pause_s: float) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.records, self.chunk, self.pause_s = bootstrap, records, chunk, pause_s
+        self.placed: list[Placed] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._publish())
+        except BaseException as exc:
+            self.error = exc
+
+    async def _publish(self) -> None:
+        for start in range(0, len(self.records), self.chunk):
+            chunk = self.records[start : start + self.chunk]
+            self.placed.extend(await produce(self.bootstrap, INTERACTIONS_TOPIC, chunk))
+            await asyncio.sleep(self.pause_s)
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+def test_survivor_takes_over_the_stopped_workers_partitions(
+    stop_with: signal.Signals, pg_database: Database, tmp_path: Path
+) -> None:
+    records = interactions(PATIENTS, 30, poison_every=97, redeliver_every=61)
+    clean = clean_pass(records, tmp_path / "clean.db")
+    refused_at = [i for i, r in enumerate(clean.batch.results) if r.outcome == REJECTED]
+    ledger = ledger_at(pg_database)
+    with EmbeddedBroker() as broker:
+        asyncio.run(create_topic(broker.bootstrap, INTERACTIONS_TOPIC, PARTITIONS))
+        env = worker_env(pg_database, broker.bootstrap, batch_max=40)
+        survivor = WorkerProcess("survivor", env, tmp_path)
+        victim = WorkerProcess("victim", env, tmp_path)
+        workers = (survivor, victim)
+
+        def diagnose() -> str:
+            return "".join(w.tail() for w in workers)
+
+        try:
+            # Both members hold partitions before any traffic arrives.
+            wait_for(
+                lambda: (
+                    bool(survivor.partitions())
+                    and bool(victim.partitions())
+                    and survivor.partitions() | victim.partitions() == set(range(PARTITIONS))
+                ),
+                30,
+                "both workers to hold partitions",
+                diagnose=diagnose,
+            )
+            publisher = PacedPublisher(broker.bootstrap, records, chunk=150, pause_s=0.15)
+            publisher.start()
+            wait_for(
+                lambda: (
+                    committed_count(ledger.store, INTERACTIONS_TOPIC, PARTITIONS)
+                    >= len(records) // 4
+                ),
+                40,
+                "a quarter of the records to be committed",
+            )
+            victim.signal(stop_with)
+            exit_status = victim.process.wait(20)
+            taken_over = committed_count(ledger.store, INTERACTIONS_TOPIC, PARTITIONS)
+            assert taken_over < len(records) * 3 // 4, "the stop came too late to test anything"
+            if stop_with == signal.SIGTERM:
+                assert exit_status == 0, victim.tail()
+
+            publisher.join(30)
+            assert publisher.error is None and len(publisher.placed) == len(records)
+            wait_for(
+                lambda: survivor.partitions() == set(range(PARTITIONS)),
+                30,
+                "the survivor to be assigned every partition",
+                diagnose=survivor.tail,
+            )
+            wait_for(
+                lambda: (
+                    committed_count(ledger.store, INTERACTIONS_TOPIC, PARTITIONS) == len(records)
+                ),
+                40,
+                "every record to be committed",
+                diagnose=survivor.tail,
+            )
+            assert survivor.stop() == 0, survivor.tail()
+            ends = asyncio.run(end_offsets(broker.bootstrap, INTERACTIONS_TOPIC))
+            dead = asyncio.run(
+                read_topic(broker.bootstrap, INTERACTIONS_DLQ_TOPIC, len(refused_at))
+            )
+        finally:
+            for worker in workers:
+                worker.close()
+
+    # Positions end at the topic's ends: nothing skipped, nothing beyond.
+    positions = stored_positions(ledger.store, INTERACTIONS_TOPIC, PARTITIONS)
+    assert {p: end - 1 for p, end in ends.items()} == positions
+
+    # Balances and counts equal one clean pass over the same records (published in order).
+    placed = publisher.placed
+    assert [p.record for p in placed] == records
+    assert_same_balances(ledger, clean.ledger, PATIENTS)
+    assert accepted_in(ledger, PATIENTS) == clean.count("accepted")
+    refused = {
+        origin(INTERACTIONS_TOPIC, placed[i]): clean.batch.results[i].code for i in refused_at
+    }
+    assert clean.count("accepted") + clean.count("duplicate") + len(refused) == len(records)
+
+    # Each poison record is one dead letter in the ledger ...
+    assert dead_letter_origins(ledger.store) == dict.fromkeys(refused, 1)
+    # ... and in the DLQ: a SIGKILL between the DLQ send and the commit may repeat one.
+    in_dlq = dlq_origins(dead)
+    assert set(in_dlq) == set(refused)
+    if stop_with == signal.SIGTERM:
+        assert set(in_dlq.values()) == {1}
+    for record in dead:
+        h = headers_of(record)
+        key = (
+            f"kafka:{h['careledger.origin.topic']}:{h['careledger.origin.partition']}:"
+            f"{h['careledger.origin.offset']}"
+        )
+        assert h["careledger.code"] == refused[key]
