@@ -200,7 +200,7 @@ class Ledger:
             ]
             if before_commit is not None:
                 before_commit(results)
-            self._save([*touched.values(), *rejections], positions)
+            self._save([*touched.values(), *self._not_yet_recorded(rejections)], positions)
         except BaseException:
             self._evict(touched)
             raise
@@ -252,6 +252,17 @@ class Ledger:
             source_id=source_id,
             received_at=item.inbound.received_at,
         )
+
+    def _not_yet_recorded(self, rejections: list[RejectedInput]) -> list[RejectedInput]:
+        """Drop dead letters already in the ledger (their id is derived from the origin).
+
+        A record refused once and read again (a retried batch, a re-read partition) is the same
+        dead letter; storing it twice would fail the whole batch.
+        """
+        if not rejections:
+            return rejections
+        stored = self.store.load_many([r.id for r in rejections])
+        return [r for r in rejections if r.id not in stored]
 
     def _positions_behind(self, positions: Sequence[Tracking]) -> bool:
         for tracking in positions:
