@@ -1,0 +1,52 @@
+"""The folder tree shows the dependency rule: domain/ imports no infrastructure or adapters."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+DOMAIN = Path(__file__).resolve().parents[2] / "domain"
+FORBIDDEN = {
+    "faust",
+    "aiokafka",
+    "sqlalchemy",
+    "asyncpg",
+    "psycopg",
+    "prometheus_client",
+    "pydantic",
+    "careledger",
+    "consumers",
+    "producers",
+    "projections",
+    "schemas",
+}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("path", sorted(DOMAIN.glob("*.py")), ids=lambda p: p.name)
+def test_domain_module_imports_no_infrastructure(path: Path) -> None:
+    assert not imported_roots(path) & FORBIDDEN
+
+
+def test_domain_uses_only_the_domain_part_of_eventsourcing() -> None:
+    for path in DOMAIN.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("eventsourcing"):
+                assert node.module == "eventsourcing.domain", (path.name, node.module)
+
+
+def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from sqlalchemy import text\nimport aiokafka.structs\n")
+    assert imported_roots(bad) & FORBIDDEN == {"sqlalchemy", "aiokafka"}
