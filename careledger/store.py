@@ -14,6 +14,8 @@ Two things are added to the library's recorders:
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -23,7 +25,14 @@ from uuid import UUID
 
 import orjson
 from eventsourcing.application import Application
-from eventsourcing.persistence import JSONTranscoder, StoredEvent, Tracking, Transcoding
+from eventsourcing.persistence import (
+    IntegrityError,
+    InternalError,
+    JSONTranscoder,
+    StoredEvent,
+    Tracking,
+    Transcoding,
+)
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from eventsourcing.utils import Environment, EnvType
@@ -34,6 +43,7 @@ from psycopg.sql import SQL, Identifier
 from domain.values import Allocation, Credit, LedgerEntry
 
 APPLICATION_NAME = "careledger"
+log = logging.getLogger(__name__)
 
 
 class PostgresLedgerRecorder(PostgresProcessRecorder):
@@ -292,9 +302,22 @@ def sqlite_path(database_url: str) -> str:
     return rest[1:] if rest.startswith("/") else rest
 
 
-def open_store(database_url: str, schema: str = "") -> LedgerStore:
-    """Open (creating tables if needed) the event store at ``database_url``."""
-    return LedgerStore(env=store_env(database_url, schema))
+def open_store(database_url: str, schema: str = "", attempts: int = 5) -> LedgerStore:
+    """Open (creating tables if needed) the event store at ``database_url``.
+
+    Several processes starting together on a fresh database race on ``CREATE ... IF NOT
+    EXISTS`` (PostgreSQL answers "tuple concurrently updated" or a duplicate type); the loser
+    retries and then finds the tables there.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return LedgerStore(env=store_env(database_url, schema))
+        except (InternalError, IntegrityError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("creating the event store raced (%s); retrying", type(exc).__name__)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 __all__ = ["LedgerStore", "Tracking", "open_store", "store_env"]

@@ -130,3 +130,13 @@ def test_referral_relay_pays_once_across_accounts(database: Database) -> None:
     dan, eve = other.balance("clinic-default", "dan"), other.balance("clinic-default", "eve")
     assert dan is not None and eve is not None
     assert (dan.available, eve.available) == (1000, 600)
+
+
+def test_processes_opening_a_fresh_store_together_all_succeed(pg_database: Database) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from careledger.store import open_store
+
+    with ThreadPoolExecutor(6) as pool:
+        stores = list(pool.map(lambda _: open_store(pg_database.url, pg_database.schema), range(6)))
+    assert all(store.position("nothing-yet") is None for store in stores)
