@@ -26,8 +26,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
-    IntegrityError,
-    InternalError,
+    DatabaseError,
     JSONTranscoder,
     StoredEvent,
     Tracking,
@@ -302,17 +301,17 @@ def sqlite_path(database_url: str) -> str:
     return rest[1:] if rest.startswith("/") else rest
 
 
-def open_store(database_url: str, schema: str = "", attempts: int = 5) -> LedgerStore:
+def open_store(database_url: str, schema: str = "", attempts: int = 8) -> LedgerStore:
     """Open (creating tables if needed) the event store at ``database_url``.
 
     Several processes starting together on a fresh database race on ``CREATE ... IF NOT
-    EXISTS`` (PostgreSQL answers "tuple concurrently updated" or a duplicate type); the loser
-    retries and then finds the tables there.
+    EXISTS`` (PostgreSQL answers "tuple concurrently updated", a duplicate type or "relation
+    already exists"); the loser retries and then finds the tables there.
     """
     for attempt in range(1, attempts + 1):
         try:
             return LedgerStore(env=store_env(database_url, schema))
-        except (InternalError, IntegrityError) as exc:
+        except DatabaseError as exc:  # InternalError, IntegrityError, ProgrammingError...
             if attempt == attempts:
                 raise
             log.warning("creating the event store raced (%s); retrying", type(exc).__name__)
