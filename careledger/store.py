@@ -181,15 +181,19 @@ class FastJSONTranscoder(JSONTranscoder):
         return self._typed(orjson.loads(data))
 
     def _typed(self, value: Any) -> Any:
-        # Inner values first, as the library's object hook does, then the wrapper's type.
+        # Inner values first, as the library's object hook does, then the wrapper's type;
+        # leaves inline, as in _plain.
         kind = type(value)
         if kind is dict:
             if len(value) == 2 and "_type_" in value and "_data_" in value:
                 transcoding = self.names[value["_type_"]]
                 return transcoding.decode(self._typed(value["_data_"]))
-            return {key: self._typed(item) for key, item in value.items()}
+            return {
+                key: item if type(item) in _NATIVE else self._typed(item)
+                for key, item in value.items()
+            }
         if kind is list:
-            return [self._typed(item) for item in value]
+            return [item if type(item) in _NATIVE else self._typed(item) for item in value]
         return value
 
     def _plain(self, value: Any) -> Any:
