@@ -42,7 +42,9 @@ class Settings(BaseSettings):
         10_000, ge=1000, description="how soon a dead worker's partitions move to another"
     )
     metrics_port: int = Field(9464, ge=0, description="Prometheus /metrics port (0 = off)")
-    timezone: str = Field("UTC", description="time zone of the close-of-day maintenance")
+    timezone: str = Field(
+        "", description="override every program's own time zone for the close of day"
+    )
     maintenance_hour: int = Field(
         1, ge=0, le=23, description="local hour after which the previous day is closed"
     )

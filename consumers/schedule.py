@@ -19,23 +19,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MaintenanceSchedule:
-    """Close each day at ``hour`` o'clock the next morning, in ``timezone``."""
+    """Close each program's day at ``hour`` o'clock the next morning, in its own time zone."""
 
-    timezone: ZoneInfo
     hour: int
-    programs: tuple[str, ...]
+    zones: dict[str, ZoneInfo]  # program id -> the time zone its days are counted in
 
-    def last_closed_day(self, now: datetime) -> tuple[date, datetime]:
+    def last_closed_day(self, now: datetime, zone: ZoneInfo) -> tuple[date, datetime]:
         """The most recent day whose close is due, and the instant its maintenance is as of."""
-        local = now.astimezone(self.timezone)
+        local = now.astimezone(zone)
         day = local.date() - timedelta(days=1 if local.hour >= self.hour else 2)
-        as_of = datetime.combine(day + timedelta(days=1), time(0), tzinfo=self.timezone)
+        as_of = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
         return day, as_of
 
     def run_due(self, ledger: Ledger, now: datetime) -> None:
         """Close the latest due day for every program not yet closed for it."""
-        day, as_of = self.last_closed_day(now)
-        for program_id in self.programs:
+        for program_id, zone in sorted(self.zones.items()):
+            day, as_of = self.last_closed_day(now, zone)
             report = ledger.close_day(program_id, day, as_of)
             if report is not None:
                 log.info(

@@ -34,9 +34,9 @@ def register(subparsers: Any) -> None:
 def build_worker(settings: Settings, registry: CollectorRegistry) -> LedgerWorker:
     """Wire a worker from settings (also used by ``careledger demo``)."""
     ledger = build_ledger(settings)
-    schedule = MaintenanceSchedule(
-        ZoneInfo(settings.timezone), settings.maintenance_hour, tuple(sorted(ledger.programs))
-    )
+    override = ZoneInfo(settings.timezone) if settings.timezone else None
+    zones = {pid: override or program.timezone for pid, program in ledger.programs.items()}
+    schedule = MaintenanceSchedule(settings.maintenance_hour, zones)
     return LedgerWorker(
         ledger,
         bootstrap=settings.kafka_bootstrap,

@@ -19,13 +19,35 @@ pytestmark = pytest.mark.integration
 
 
 def test_schedule_picks_the_last_closed_local_day() -> None:
-    schedule = MaintenanceSchedule(ZoneInfo("America/New_York"), 1, ("clinic-default",))
+    new_york = ZoneInfo("America/New_York")
+    schedule = MaintenanceSchedule(1, {"clinic-default": new_york})
     # 05:30 UTC is 00:30 in New York: before the 01:00 close, so the day before yesterday
-    day, as_of = schedule.last_closed_day(datetime(2026, 11, 23, 5, 30, tzinfo=UTC))
+    day, as_of = schedule.last_closed_day(datetime(2026, 11, 23, 5, 30, tzinfo=UTC), new_york)
     assert day == date(2026, 11, 21)
-    assert as_of == datetime(2026, 11, 22, tzinfo=ZoneInfo("America/New_York"))
-    day, _ = schedule.last_closed_day(datetime(2026, 11, 23, 6, 30, tzinfo=UTC))
+    assert as_of == datetime(2026, 11, 22, tzinfo=new_york)
+    day, _ = schedule.last_closed_day(datetime(2026, 11, 23, 6, 30, tzinfo=UTC), new_york)
     assert day == date(2026, 11, 22)
+
+
+def test_each_program_closes_in_its_own_time_zone() -> None:
+    from careledger.commands.worker_commands import build_worker
+    from careledger.settings import Settings
+
+    tokyo = ZoneInfo("Asia/Tokyo")
+    schedule = MaintenanceSchedule(1, {"clinic-default": ZoneInfo("UTC"), "tokyo": tokyo})
+    now = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)  # already 05:00 on the 24th in Tokyo
+    assert schedule.last_closed_day(now, tokyo)[0] == date(2026, 11, 23)
+    assert schedule.last_closed_day(now, ZoneInfo("UTC"))[0] == date(2026, 11, 22)
+    # the worker takes each program's zone from its file unless CARELEDGER_TIMEZONE overrides
+    from prometheus_client import CollectorRegistry
+
+    own = build_worker(Settings(database_url="sqlite:///:memory:"), CollectorRegistry())
+    assert own.schedule is not None and own.schedule.zones == {"clinic-default": ZoneInfo("UTC")}
+    forced = build_worker(
+        Settings(database_url="sqlite:///:memory:", timezone="Europe/Paris"), CollectorRegistry()
+    )
+    assert forced.schedule is not None
+    assert forced.schedule.zones == {"clinic-default": ZoneInfo("Europe/Paris")}
 
 
 def test_a_day_closes_once_across_workers(database: Database) -> None:
@@ -38,7 +60,7 @@ def test_a_day_closes_once_across_workers(database: Database) -> None:
         {"visit_id": "v1", "visit_type": "in_person"},
     )
     first.apply_batch([Inbound("file:m:1", json.dumps(visit).encode(), datetime.now(UTC))])
-    schedule = MaintenanceSchedule(ZoneInfo("UTC"), 1, ("clinic-default",))
+    schedule = MaintenanceSchedule(1, {"clinic-default": ZoneInfo("UTC")})
     now = datetime(2026, 3, 5, 2, 0, tzinfo=UTC)  # closes 2026-03-04: the lot (due 2026-03-01)
 
     schedule.run_due(first, now)
