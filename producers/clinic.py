@@ -307,7 +307,9 @@ class Clinic:
         self._emit(self._second(7, 23), patient, "redemption.requested", h.PORTAL, data)
         if points <= available:
             patient.spend(day, points)
-            if rng.random() < h.CANCEL_SHARE:
+            # Only cancel what surely went through: the estimate of the balance is rough, and a
+            # cancellation of a redemption the ledger rejected is (rightly) refused.
+            if points <= available * h.SURE_SHARE and rng.random() < h.CANCEL_SHARE:
                 self._schedule(day + rng.randint(1, 10), _CANCEL, patient, redemption_id)
 
     def _cancel(self, day: int, patient: Patient, redemption_id: str) -> None:

@@ -53,6 +53,7 @@ LAUNCH_SHARE: Final = 0.7
 LAUNCH_DAYS: Final = 14
 CHURN_MEAN_DAYS: Final = 75.0
 WORD_OF_MOUTH_SHARE: Final = 0.08  # late joiners naming a referrer nobody announced
+SURE_SHARE: Final = 0.8  # cancel only redemptions this far within the estimated balance
 REFERRAL_CONVERTS: Final = 0.8  # referrals whose referee enrols (and then visits)
 REFERRED_BY_ON_ENROLMENT: Final = 0.6  # converted referees whose enrolment names the referrer
 CHANNELS: Final = (("portal", PORTAL), ("app", PORTAL), ("front_desk", EMR))
