@@ -13,13 +13,13 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import RecordMetadata
 
 from careledger.broker import EmbeddedBroker
 
-__all__ = ["create_topic", "kafka_broker", "produce_json", "unique_name"]
+__all__ = ["create_topic", "end_offsets", "kafka_broker", "produce_json", "unique_name"]
 
 JsonObject = Mapping[str, object]
 
@@ -83,3 +83,25 @@ async def produce_json(
         return list(await asyncio.gather(*pending))
     finally:
         await producer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Per-partition log end offsets, from the high watermark Fetch responses carry.
+
+    Not from ListOffsets: Tansu 0.6 answers ListOffsets(latest) with the last *batch's* base
+    offset + 1 (tests/integration/test_publisher.py found it).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return {}
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        async with asyncio.timeout(20):
+            while any(consumer.highwater(tp) is None for tp in partitions):
+                await consumer.getmany(timeout_ms=200)
+        return {tp.partition: consumer.highwater(tp) for tp in partitions}
+    finally:
+        await consumer.stop()

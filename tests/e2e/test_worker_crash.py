@@ -8,12 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from careledger.bootstrap import build_ledger
 from careledger.broker import EmbeddedBroker
@@ -22,13 +20,14 @@ from careledger.settings import Settings
 from producers.topics import INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.events import cloudevent
+from tests.integration.test_worker_support import Record, committed_count, produce, wait_for
 from tests.kafka_support import create_topic
 
 pytestmark = pytest.mark.e2e
 PATIENTS = [f"crash-{i:03d}" for i in range(300)]
 
 
-def events() -> list[tuple[str, bytes]]:
+def events() -> list[Record]:
     out = []
     for n in range(20):
         for i, p in enumerate(PATIENTS):
@@ -53,24 +52,12 @@ def events() -> list[tuple[str, bytes]]:
                     },
                     id=f"{p}-{n}",
                 )
-            out.append((p, json.dumps(body).encode()))
+            out.append(Record(p, json.dumps(body).encode()))
     return out
 
 
-async def publish(bootstrap: str, records: list[tuple[str, bytes]]) -> None:
-    await create_topic(bootstrap, INTERACTIONS_TOPIC, 3)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
-    await producer.start()
-    try:
-        sends = [await producer.send(INTERACTIONS_TOPIC, v, key=k.encode()) for k, v in records]
-        await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
-
-
 def committed(settings: Settings) -> int:
-    store = build_ledger(settings).store
-    return sum((store.position(f"kafka:{INTERACTIONS_TOPIC}:{p}") or -1) + 1 for p in range(3))
+    return committed_count(build_ledger(settings).store, INTERACTIONS_TOPIC, 3)
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -82,19 +69,11 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_for(predicate: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 def test_kill_minus_nine_mid_ingest(pg_database: Database, tmp_path: Path) -> None:
     records = events()
     with EmbeddedBroker() as broker:
-        asyncio.run(publish(broker.bootstrap, records))
+        asyncio.run(create_topic(broker.bootstrap, INTERACTIONS_TOPIC, 3))
+        asyncio.run(produce(broker.bootstrap, INTERACTIONS_TOPIC, records))
         settings = Settings(database_url=pg_database.url, database_schema=pg_database.schema)
         env = {
             **os.environ,
@@ -106,13 +85,13 @@ def test_kill_minus_nine_mid_ingest(pg_database: Database, tmp_path: Path) -> No
         }
         worker = start_worker(env)
         try:
-            wait_for(lambda: committed(settings) >= len(records) // 4, 120)
+            wait_for(lambda: committed(settings) >= len(records) // 4, 120, "a quarter")
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
             partial = committed(settings)
             assert partial < len(records), "the kill came too late to test anything"
             worker = start_worker(env)
-            wait_for(lambda: committed(settings) == len(records), 180)
+            wait_for(lambda: committed(settings) == len(records), 180, "all records")
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0, (
                 worker.stderr.read().decode()[-2000:] if worker.stderr else ""
@@ -124,7 +103,7 @@ def test_kill_minus_nine_mid_ingest(pg_database: Database, tmp_path: Path) -> No
     # One clean pass over the same records, through the same ledger code, elsewhere.
     clean = build_ledger(Settings(database_url=f"sqlite:///{tmp_path / 'clean.db'}"))
     now = datetime(2026, 12, 1, tzinfo=UTC)
-    clean.apply_batch([Inbound(f"clean:{i}", v, now) for i, (_, v) in enumerate(records)])
+    clean.apply_batch([Inbound(f"clean:{i}", r.value or b"", now) for i, r in enumerate(records)])
     crashed = build_ledger(settings)
     for patient in PATIENTS:
         assert crashed.balance("clinic-default", patient) == clean.balance(

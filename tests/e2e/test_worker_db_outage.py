@@ -28,7 +28,6 @@ from tests.integration.test_worker_support import (
     committed_count,
     dead_letter_origins,
     dlq_origins,
-    end_offsets,
     interactions,
     ledger_at,
     origin,
@@ -38,7 +37,7 @@ from tests.integration.test_worker_support import (
     wait_for,
     worker_env,
 )
-from tests.kafka_support import create_topic
+from tests.kafka_support import create_topic, end_offsets
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 3

@@ -28,7 +28,6 @@ from tests.integration.test_worker_support import (
     assert_same_balances,
     clean_pass,
     committed_count,
-    end_offsets,
     free_port,
     headers_of,
     interactions,
@@ -42,7 +41,7 @@ from tests.integration.test_worker_support import (
     wait_for,
     worker_env,
 )
-from tests.kafka_support import create_topic
+from tests.kafka_support import create_topic, end_offsets
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 3

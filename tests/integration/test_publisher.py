@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from careledger.broker import EmbeddedBroker
 from careledger.cli import main
@@ -25,7 +25,7 @@ from producers.admin import ensure_topic
 from producers.publisher import InteractionPublisher, PublishFailed, PublishRejected, RetryPolicy
 from producers.topics import INTERACTIONS_TOPIC
 from tests.events import cloudevent
-from tests.kafka_support import create_topic, unique_name
+from tests.kafka_support import create_topic, end_offsets, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -73,31 +73,6 @@ async def read_all(bootstrap: str, topic: str, expected: int) -> list[ConsumerRe
     finally:
         await consumer.stop()
     return records
-
-
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """Per-partition log end offsets; an absent topic is {} (asking does not create it).
-
-    Read from the high watermark that Fetch responses carry, not from ListOffsets: Tansu
-    0.6 answers ListOffsets(latest) with the last *batch's* base offset + 1, so a partition
-    holding one batch of 50 records reports 1.
-    """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        if topic not in await consumer.topics():
-            return {}
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        async with asyncio.timeout(20):
-            while any(consumer.highwater(tp) is None for tp in partitions):
-                await consumer.getmany(timeout_ms=200)
-        return {tp.partition: consumer.highwater(tp) for tp in partitions}
-    finally:
-        await consumer.stop()
 
 
 async def test_published_events_are_keyed_by_patient_and_read_back_in_order(

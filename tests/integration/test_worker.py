@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 
 from careledger.bootstrap import build_ledger
@@ -18,6 +16,7 @@ from consumers.metrics import WorkerMetrics
 from consumers.worker import LedgerWorker
 from tests.conftest import Database
 from tests.events import cloudevent
+from tests.integration.test_worker_support import Record, produce, read_topic
 from tests.kafka_support import create_topic, unique_name
 
 pytestmark = pytest.mark.integration
@@ -25,18 +24,6 @@ pytestmark = pytest.mark.integration
 
 def settings_for(db: Database) -> Settings:
     return Settings(database_url=db.url, database_schema=db.schema)
-
-
-async def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
-    await producer.start()
-    try:
-        sends = [await producer.send(topic, value, key=key.encode()) for key, value in records]
-        await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
 
 
 async def run_until(worker: LedgerWorker, done: Callable[[], bool], timeout: float = 60) -> None:
@@ -49,27 +36,6 @@ async def run_until(worker: LedgerWorker, done: Callable[[], bool], timeout: flo
     finally:
         stop.set()
         await task
-
-
-async def read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=unique_name("reader"),
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(records) < expected:
-                batch = await consumer.getmany(timeout_ms=200)
-                for rs in batch.values():
-                    records.extend(rs)
-    finally:
-        await consumer.stop()
-    return records
 
 
 def visit(patient: str, n: int) -> bytes:
@@ -92,13 +58,13 @@ async def test_good_and_poison_messages(
     await create_topic(kafka_broker.bootstrap, topic, 3)
     await create_topic(kafka_broker.bootstrap, dlq, 1)
     patients = [f"pt-{i}" for i in range(20)]
-    records: list[tuple[str, bytes]] = []
+    records: list[Record] = []
     for n in range(10):
         for p in patients:
-            records.append((p, visit(p, n)))
-        records.append(("pt-0", b"{not json"))
+            records.append(Record(p, visit(p, n)))
+        records.append(Record("pt-0", b"{not json"))
         records.append(
-            (
+            Record(
                 "pt-1",
                 json.dumps(
                     cloudevent(
@@ -135,14 +101,14 @@ async def test_good_and_poison_messages(
         balance = ledger.balance("clinic-default", p)
         assert balance is not None and balance.available == 1000, p
 
-    dead = await read_all(kafka_broker.bootstrap, dlq, 24)
+    dead = await read_topic(kafka_broker.bootstrap, dlq, 24)
     assert len(dead) == 24
     codes = sorted(dict(r.headers)["careledger.code"].decode() for r in dead)
     assert codes == ["invalid_field"] * 12 + ["not_json"] * 12
     sample = dead[0]
     headers = dict(sample.headers)
     assert headers["careledger.origin.topic"].decode() == topic
-    original = next(v for k, v in records if v == sample.value)
+    original = next(r.value for r in records if r.value == sample.value)
     assert sample.value == original  # the original bytes, untouched
 
     def count(outcome: str) -> float:

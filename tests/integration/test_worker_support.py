@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from careledger.bootstrap import build_ledger
 from careledger.ledger import REJECTED, Batch, Inbound, Ledger
@@ -262,28 +262,6 @@ async def produce(
 def on_partition(partition: int) -> Callable[[Record], int]:
     """``partition_of`` for :func:`produce` that sends every record to one partition."""
     return lambda _: partition
-
-
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """Per-partition log end offsets, from the high watermark Fetch responses carry.
-
-    Not from ListOffsets: Tansu 0.6 answers ListOffsets(latest) with the last *batch's* base
-    offset + 1 (see tests/integration/test_publisher.py, which found it).
-    """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        if topic not in await consumer.topics():
-            return {}
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        async with asyncio.timeout(20):
-            while any(consumer.highwater(tp) is None for tp in partitions):
-                await consumer.getmany(timeout_ms=200)
-        return {tp.partition: consumer.highwater(tp) for tp in partitions}
-    finally:
-        await consumer.stop()
 
 
 async def read_topic(
