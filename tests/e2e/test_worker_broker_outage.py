@@ -22,32 +22,31 @@ from pathlib import Path
 import pytest
 
 from careledger.broker import EmbeddedBroker
-from careledger.ledger import REJECTED, Ledger
+from careledger.ledger import Ledger
 from producers.admin import ensure_topic
-from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
+from producers.topics import INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.integration.test_worker_support import (
     Record,
     WorkerProcess,
     accepted_in,
+    assert_as_one_clean_pass,
     assert_same_balances,
     clean_pass,
     committed_count,
-    dead_letter_origins,
-    dlq_origins,
     free_port,
     good,
     interactions,
     ledger_at,
-    origin,
     produce,
-    read_topic,
     scrape,
+    stop_and_collect,
     stored_positions,
+    wait_all_committed,
     wait_for,
     worker_env,
 )
-from tests.kafka_support import create_topic, end_offsets
+from tests.kafka_support import create_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -83,35 +82,18 @@ def test_worker_rides_out_a_frozen_broker(pg_database: Database, tmp_path: Path)
             os.kill(broker.pid, signal.SIGCONT)
             frozen = False
             placed += asyncio.run(produce(broker.bootstrap, INTERACTIONS_TOPIC, after))
-            wait_for(
-                lambda: (
-                    committed_count(ledger.store, INTERACTIONS_TOPIC, partitions) == len(records)
-                ),
-                40,
-                "the worker to catch up",
-                diagnose=worker.tail,
+            wait_all_committed(
+                worker, ledger.store, partitions, len(records), "the worker to catch up"
             )
-            assert worker.stop() == 0, worker.tail()
-            ends = asyncio.run(end_offsets(broker.bootstrap, INTERACTIONS_TOPIC))
-            refused = {
-                origin(INTERACTIONS_TOPIC, placed[i])
-                for i, r in enumerate(clean.batch.results)
-                if r.outcome == REJECTED
-            }
-            dead = asyncio.run(read_topic(broker.bootstrap, INTERACTIONS_DLQ_TOPIC, len(refused)))
+            refused = clean.refused(placed)
+            ends, dead = stop_and_collect(worker, broker.bootstrap, len(refused))
         finally:
             if frozen:
                 os.kill(broker.pid, signal.SIGCONT)
             worker.close()
 
     assert [p.record for p in placed] == records
-    assert stored_positions(ledger.store, INTERACTIONS_TOPIC, partitions) == {
-        p: end - 1 for p, end in ends.items()
-    }
-    assert_same_balances(ledger, clean.ledger, patients)
-    assert accepted_in(ledger, patients) == clean.count("accepted")
-    assert dead_letter_origins(ledger.store) == dict.fromkeys(refused, 1)
-    assert set(dlq_origins(dead)) == refused
+    assert_as_one_clean_pass(ledger, clean, patients, partitions, ends, refused, dead)
 
 
 PARTITIONS = 4  # what Tansu gives a topic it auto-creates, so a worker racing us cannot differ

@@ -16,28 +16,25 @@ from pathlib import Path
 import pytest
 
 from careledger.broker import EmbeddedBroker
-from careledger.ledger import REJECTED
-from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
+from producers.topics import INTERACTIONS_TOPIC
 from tests.conftest import PG_URL, Database
 from tests.integration.test_worker_support import (
     PausableProxy,
     WorkerProcess,
-    accepted_in,
+    assert_as_one_clean_pass,
     assert_same_balances,
     clean_pass,
     committed_count,
-    dead_letter_origins,
-    dlq_origins,
     interactions,
     ledger_at,
-    origin,
     produce,
-    read_topic,
+    stop_and_collect,
     stored_positions,
+    wait_all_committed,
     wait_for,
     worker_env,
 )
-from tests.kafka_support import create_topic, end_offsets
+from tests.kafka_support import create_topic
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 3
@@ -89,31 +86,14 @@ def test_worker_rides_out_a_database_outage(pg_database: Database, tmp_path: Pat
             assert len(tries) < 10 * OUTAGE_S, tries
 
             proxy.resume()
-            wait_for(
-                lambda: (
-                    committed_count(ledger.store, INTERACTIONS_TOPIC, PARTITIONS) == len(records)
-                ),
-                40,
-                "the worker to catch up",
-                diagnose=worker.tail,
+            wait_all_committed(
+                worker, ledger.store, PARTITIONS, len(records), "the worker to catch up"
             )
-            assert worker.stop() == 0, worker.tail()
-            ends = asyncio.run(end_offsets(broker.bootstrap, INTERACTIONS_TOPIC))
-            refused = {
-                origin(INTERACTIONS_TOPIC, placed[i])
-                for i, r in enumerate(clean.batch.results)
-                if r.outcome == REJECTED
-            }
-            dead = asyncio.run(read_topic(broker.bootstrap, INTERACTIONS_DLQ_TOPIC, len(refused)))
+            refused = clean.refused(placed)
+            ends, dead = stop_and_collect(worker, broker.bootstrap, len(refused))
         finally:
             worker.close()
 
     assert [p.record for p in placed] == records
-    assert stored_positions(ledger.store, INTERACTIONS_TOPIC, PARTITIONS) == {
-        p: end - 1 for p, end in ends.items()
-    }
-    assert_same_balances(ledger, clean.ledger, PATIENTS)
-    assert accepted_in(ledger, PATIENTS) == clean.count("accepted")
-    assert dead_letter_origins(ledger.store) == dict.fromkeys(refused, 1)
-    # A batch retried after its dead letters were sent sends them again: at least once.
-    assert set(dlq_origins(dead)) == refused
+    # (a batch retried after its dead letters were sent sends them again: at least once)
+    assert_as_one_clean_pass(ledger, clean, PATIENTS, PARTITIONS, ends, refused, dead)

@@ -19,7 +19,7 @@ import pytest
 
 from careledger.broker import EmbeddedBroker
 from careledger.ledger import REJECTED
-from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
+from producers.topics import INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.integration.test_worker_support import (
     Record,
@@ -27,7 +27,6 @@ from tests.integration.test_worker_support import (
     accepted_in,
     assert_same_balances,
     clean_pass,
-    committed_count,
     free_port,
     headers_of,
     interactions,
@@ -35,13 +34,13 @@ from tests.integration.test_worker_support import (
     origin,
     poison,
     produce,
-    read_topic,
     scrape,
+    stop_and_collect,
     stored_positions,
-    wait_for,
+    wait_all_committed,
     worker_env,
 )
-from tests.kafka_support import create_topic, end_offsets
+from tests.kafka_support import create_topic
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 3
@@ -91,18 +90,9 @@ def test_poison_goes_to_the_dlq_and_the_counts_add_up(
         )
         worker = WorkerProcess("worker", env, tmp_path)
         try:
-            wait_for(
-                lambda: (
-                    committed_count(ledger.store, INTERACTIONS_TOPIC, PARTITIONS) == len(records)
-                ),
-                40,
-                "every record to be committed",
-                diagnose=worker.tail,
-            )
+            wait_all_committed(worker, ledger.store, PARTITIONS, len(records))
             metrics = scrape(metrics_port)
-            assert worker.stop() == 0, worker.tail()
-            ends = asyncio.run(end_offsets(broker.bootstrap, INTERACTIONS_TOPIC))
-            dead = asyncio.run(read_topic(broker.bootstrap, INTERACTIONS_DLQ_TOPIC, len(codes)))
+            ends, dead = stop_and_collect(worker, broker.bootstrap, len(codes))
         finally:
             worker.close()
 

@@ -17,29 +17,27 @@ import pytest
 
 from careledger.broker import EmbeddedBroker
 from careledger.ledger import REJECTED
-from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
+from producers.topics import INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.integration.test_worker_support import (
     Placed,
     Record,
     WorkerProcess,
-    accepted_in,
-    assert_same_balances,
+    assert_as_one_clean_pass,
     clean_pass,
     committed_count,
-    dead_letter_origins,
     dlq_origins,
     headers_of,
     interactions,
     ledger_at,
     origin,
     produce,
-    read_topic,
-    stored_positions,
+    stop_and_collect,
+    wait_all_committed,
     wait_for,
     worker_env,
 )
-from tests.kafka_support import create_topic, end_offsets
+from tests.kafka_support import create_topic
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 6
@@ -123,42 +121,22 @@ def test_survivor_takes_over_the_stopped_workers_partitions(
                 "the survivor to be assigned every partition",
                 diagnose=survivor.tail,
             )
-            wait_for(
-                lambda: (
-                    committed_count(ledger.store, INTERACTIONS_TOPIC, PARTITIONS) == len(records)
-                ),
-                40,
-                "every record to be committed",
-                diagnose=survivor.tail,
-            )
-            assert survivor.stop() == 0, survivor.tail()
-            ends = asyncio.run(end_offsets(broker.bootstrap, INTERACTIONS_TOPIC))
-            dead = asyncio.run(
-                read_topic(broker.bootstrap, INTERACTIONS_DLQ_TOPIC, len(refused_at))
-            )
+            wait_all_committed(survivor, ledger.store, PARTITIONS, len(records))
+            ends, dead = stop_and_collect(survivor, broker.bootstrap, len(refused_at))
         finally:
             for worker in workers:
                 worker.close()
 
-    # Positions end at the topic's ends: nothing skipped, nothing beyond.
-    positions = stored_positions(ledger.store, INTERACTIONS_TOPIC, PARTITIONS)
-    assert {p: end - 1 for p, end in ends.items()} == positions
-
-    # Balances and counts equal one clean pass over the same records (published in order).
+    # One clean pass over the same records (published in order), each poison record one
+    # dead letter; in the DLQ a SIGKILL between the DLQ send and the commit may repeat one.
     placed = publisher.placed
     assert [p.record for p in placed] == records
-    assert_same_balances(ledger, clean.ledger, PATIENTS)
-    assert accepted_in(ledger, PATIENTS) == clean.count("accepted")
     refused = {
         origin(INTERACTIONS_TOPIC, placed[i]): clean.batch.results[i].code for i in refused_at
     }
     assert clean.count("accepted") + clean.count("duplicate") + len(refused) == len(records)
-
-    # Each poison record is one dead letter in the ledger ...
-    assert dead_letter_origins(ledger.store) == dict.fromkeys(refused, 1)
-    # ... and in the DLQ: a SIGKILL between the DLQ send and the commit may repeat one.
+    assert_as_one_clean_pass(ledger, clean, PATIENTS, PARTITIONS, ends, refused, dead)
     in_dlq = dlq_origins(dead)
-    assert set(in_dlq) == set(refused)
     if stop_with == signal.SIGTERM:
         assert set(in_dlq.values()) == {1}
     for record in dead:

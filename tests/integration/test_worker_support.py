@@ -38,8 +38,10 @@ from careledger.bootstrap import build_ledger
 from careledger.ledger import REJECTED, Batch, Inbound, Ledger
 from careledger.settings import Settings
 from careledger.store import LedgerStore
+from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.events import cloudevent
+from tests.kafka_support import end_offsets
 
 PROGRAM = "clinic-default"
 CLEAN_NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -179,6 +181,14 @@ class CleanPass:
 
     def codes(self) -> list[str]:
         return [r.code or "" for r in self.batch.results if r.outcome == REJECTED]
+
+    def refused(self, placed: Sequence[Placed]) -> set[str]:
+        """Where the records this pass refused were placed (``placed`` in record order)."""
+        return {
+            origin(INTERACTIONS_TOPIC, placed[i])
+            for i, result in enumerate(self.batch.results)
+            if result.outcome == REJECTED
+        }
 
 
 def clean_pass(records: Iterable[Record], path: Path) -> CleanPass:
@@ -514,3 +524,51 @@ class PausableProxy:
             with self._lock:
                 self._sockets.discard(src)
             src.close()
+
+
+def wait_all_committed(
+    worker: WorkerProcess,
+    store: LedgerStore,
+    partitions: int,
+    count: int,
+    what: str = "every record to be committed",
+) -> None:
+    """Wait until the positions stored for the interactions topic cover ``count`` records."""
+    wait_for(
+        lambda: committed_count(store, INTERACTIONS_TOPIC, partitions) == count,
+        40,
+        what,
+        diagnose=worker.tail,
+    )
+
+
+def stop_and_collect(
+    worker: WorkerProcess, bootstrap: str, dead_letters: int
+) -> tuple[dict[int, int], list[ConsumerRecord[bytes, bytes]]]:
+    """Stop ``worker`` cleanly; the interactions topic's end offsets and the first
+    ``dead_letters`` records of the dead-letter topic."""
+    assert worker.stop() == 0, worker.tail()
+    ends = asyncio.run(end_offsets(bootstrap, INTERACTIONS_TOPIC))
+    dead = asyncio.run(read_topic(bootstrap, INTERACTIONS_DLQ_TOPIC, dead_letters))
+    return ends, dead
+
+
+def assert_as_one_clean_pass(
+    ledger: Ledger,
+    clean: CleanPass,
+    patients: Iterable[str],
+    partitions: int,
+    ends: dict[int, int],
+    refused: Iterable[str],
+    dead: Iterable[ConsumerRecord[bytes, bytes]],
+) -> None:
+    """Positions end at the topic's ends (nothing skipped, nothing beyond); balances and
+    accepted counts equal one clean pass; each refused record is one dead letter in the
+    ledger and in the DLQ (where a retried batch may repeat one: at least once)."""
+    patients, refused = list(patients), set(refused)
+    positions = stored_positions(ledger.store, INTERACTIONS_TOPIC, partitions)
+    assert positions == {p: end - 1 for p, end in ends.items()}
+    assert_same_balances(ledger, clean.ledger, patients)
+    assert accepted_in(ledger, patients) == clean.count("accepted")
+    assert dead_letter_origins(ledger.store) == dict.fromkeys(refused, 1)
+    assert set(dlq_origins(dead)) == refused
