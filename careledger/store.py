@@ -27,10 +27,14 @@ import orjson
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
     DatabaseError,
+    DatetimeAsISO,
+    DecimalAsStr,
     JSONTranscoder,
+    Mapper,
     StoredEvent,
     Tracking,
     Transcoding,
+    UUIDAsHex,
 )
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
@@ -215,6 +219,22 @@ class FastJSONTranscoder(JSONTranscoder):
         return {"_type_": transcoding.name, "_data_": self._plain(transcoding.encode(value))}
 
 
+def ledger_transcoder() -> FastJSONTranscoder:
+    """How the ledger's events are stored: the library's types plus our value objects."""
+    transcoder = FastJSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), DateAsISO()):
+        transcoder.register(transcoding)
+    for value_class in (LedgerEntry, Credit, Allocation):
+        transcoder.register(DataclassAsDict(value_class))
+    return transcoder
+
+
+def ledger_mapper() -> Mapper[UUID]:
+    """The store's mapper, for readers outside the application (no cipher, no compressor:
+    ``store_env`` configures neither)."""
+    return Mapper(transcoder=ledger_transcoder())
+
+
 class LedgerStore(Application[UUID]):
     """The careledger event store (an ``eventsourcing`` application with our recorders)."""
 
@@ -224,15 +244,7 @@ class LedgerStore(Application[UUID]):
         return Environment(name, dict(env or {}))
 
     def construct_transcoder(self) -> JSONTranscoder:
-        transcoder = FastJSONTranscoder()
-        self.register_transcodings(transcoder)
-        return transcoder
-
-    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
-        super().register_transcodings(transcoder)
-        transcoder.register(DateAsISO())
-        for value_class in (LedgerEntry, Credit, Allocation):
-            transcoder.register(DataclassAsDict(value_class))
+        return ledger_transcoder()
 
     def load_many(self, ids: Sequence[UUID]) -> dict[UUID, Any]:
         """Rebuild several aggregates from their events with one query; absent ids are left out."""
@@ -323,4 +335,11 @@ def open_store(database_url: str, schema: str = "", attempts: int = 8) -> Ledger
     raise AssertionError("unreachable")
 
 
-__all__ = ["LedgerStore", "Tracking", "open_store", "store_env"]
+__all__ = [
+    "LedgerStore",
+    "Tracking",
+    "ledger_mapper",
+    "ledger_transcoder",
+    "open_store",
+    "store_env",
+]

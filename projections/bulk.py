@@ -8,11 +8,12 @@ render the same ``ON CONFLICT`` rule from one :class:`Upsert` description.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Table, or_
+from sqlalchemy import Table, or_, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,12 +26,14 @@ class Upsert:
 
     No ``keys``: a plain insert. ``keys`` and no ``merge``: skip rows already present.
     ``merge`` says how each other column combines: take the new value, add, or OR.
+    ``count_new_by``: report how many rows were new, grouped by these columns (counted in
+    the database, so a batch's new rows never travel back).
     """
 
     table: Table
     keys: tuple[str, ...] = ()
     merge: Mapping[str, Merge] = field(default_factory=dict)
-    returning: tuple[str, ...] = ()
+    count_new_by: tuple[str, ...] = ()
 
     def conflict_sql(self) -> str:
         if not self.keys:
@@ -55,8 +58,8 @@ Record = tuple[Any, ...]
 
 
 async def write(conn: AsyncConnection, spec: Upsert, records: Sequence[Record]) -> list[Record]:
-    """Insert or merge ``records`` (values in the table's column order); returns the
-    ``returning`` columns of the rows actually written."""
+    """Insert or merge ``records`` (values in the table's column order); returns, with
+    ``count_new_by``, the ``(*group, new_rows)`` of the rows actually inserted."""
     if not records:
         return []
     if conn.dialect.name == "postgresql":
@@ -66,8 +69,11 @@ async def write(conn: AsyncConnection, spec: Upsert, records: Sequence[Record]) 
 
 async def _postgres(conn: AsyncConnection, spec: Upsert, records: Sequence[Record]) -> list[Record]:
     """Binary ``COPY`` of the rows; upserts copy into a session-local staging table first."""
+    assert conn.in_transaction(), "bulk writes need an open transaction"
     raw = (await conn.get_raw_connection()).driver_connection
-    assert raw is not None and raw.is_in_transaction(), "bulk writes need an open transaction"
+    assert raw is not None
+    if not raw.is_in_transaction():  # SQLAlchemy starts it lazily, with the first statement
+        await conn.execute(text("SELECT 1"))
     table = spec.table.name
     columns = [c.name for c in spec.table.columns]
     if not spec.keys:
@@ -80,8 +86,10 @@ async def _postgres(conn: AsyncConnection, spec: Upsert, records: Sequence[Recor
     await raw.copy_records_to_table(staging, records=records, columns=columns)
     names = ", ".join(columns)
     sql = f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging}" + spec.conflict_sql()
-    if spec.returning:
-        return [tuple(r) for r in await raw.fetch(f"{sql} RETURNING {', '.join(spec.returning)}")]
+    if spec.count_new_by:
+        group = ", ".join(spec.count_new_by)
+        counted = f"WITH new AS ({sql} RETURNING {group}) SELECT {group}, count(*) FROM new"
+        return [tuple(r) for r in await raw.fetch(f"{counted} GROUP BY {group}")]
     await raw.execute(sql)
     return []
 
@@ -99,14 +107,14 @@ async def _sqlite(conn: AsyncConnection, spec: Upsert, records: Sequence[Record]
         )  # (the PostgreSQL-only WHERE of an "or" merge only saves dead rows)
     elif spec.keys:
         statement = statement.on_conflict_do_nothing(index_elements=list(spec.keys))
-    if not spec.returning:
+    if not spec.count_new_by:
         await conn.execute(statement, rows)
         return []
-    returning = statement.returning(*(table.c[c] for c in spec.returning))
-    written: list[Record] = []
+    returning = statement.returning(*(table.c[c] for c in spec.count_new_by))
+    new: Counter[Record] = Counter()
     for row in rows:  # the sqlite3 driver's executemany returns no rows
-        written.extend(tuple(r) for r in await conn.execute(returning, row))
-    return written
+        new.update(tuple(r) for r in await conn.execute(returning, row))
+    return [(*group, count) for group, count in new.items()]
 
 
 def _merged(table: Table, excluded: Any, column: str, how: Merge) -> Any:

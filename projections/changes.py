@@ -80,14 +80,6 @@ class BatchChanges:
             delta = self.kpis[key] = KpiDelta()
         return delta
 
-    def earliest_kpi_days(self) -> dict[str, date]:
-        """Per program, the earliest day whose running totals this batch changed."""
-        earliest: dict[str, date] = {}
-        for program_id, day in self.kpis:
-            if program_id not in earliest or day < earliest[program_id]:
-                earliest[program_id] = day
-        return earliest
-
 
 def utc_day(at: datetime) -> date:
     return at.astimezone(UTC).date()

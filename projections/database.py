@@ -8,36 +8,43 @@ tables land in the same place.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Index, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from projections.tables import READ_MODELS, metadata, projection_positions
+from projections.tables import READ_MODELS, metadata
 from projections.views import VIEWS, create_views, drop_views
 
 _PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+asyncpg")
 
 
+def is_postgres(database_url: str) -> bool:
+    return database_url.partition("://")[0] in _PG_SCHEMES
+
+
 def async_url(database_url: str) -> str:
     """The SQLAlchemy async URL for a careledger ``postgresql://`` or ``sqlite:///`` URL."""
     scheme, sep, rest = database_url.partition("://")
-    if scheme in _PG_SCHEMES:
+    if is_postgres(database_url):
         return f"postgresql+asyncpg{sep}{rest}"
     if scheme == "sqlite":
         return f"sqlite+aiosqlite{sep}{rest}"
     raise ValueError("database URL must start with postgresql:// or sqlite:///")
 
 
-def connect(database_url: str, schema: str = "") -> AsyncEngine:
-    """An async engine on the ledger's database, pointed at its schema."""
+def connect(database_url: str, schema: str = "", then: str = "") -> AsyncEngine:
+    """An async engine on the ledger's database, pointed at its schema (and, for names not
+    found there, at schema ``then``: how a rebuild's schema still sees the events table)."""
     url = make_url(async_url(database_url))
     connect_args: dict[str, Any] = {}
     options: dict[str, Any] = {}
     if url.get_backend_name() == "postgresql":
         if schema:
-            connect_args["server_settings"] = {"search_path": _quote(schema)}
+            path = ", ".join(quote(name) for name in (schema, then) if name)
+            connect_args["server_settings"] = {"search_path": path}
             options["schema_translate_map"] = {None: schema}
     else:
         # Waits for the ledger's writers instead of failing with "database is locked".
@@ -49,55 +56,45 @@ def connect(database_url: str, schema: str = "") -> AsyncEngine:
 
 
 async def create_read_models(conn: AsyncConnection, indexes: bool = True) -> None:
-    """Create whatever is missing: tables, views and (unless ``indexes`` is false) the
-    secondary indexes, which a rebuild leaves until the end."""
-    await conn.run_sync(metadata.create_all)
+    """Create whatever is missing: tables, views and the secondary indexes. Without
+    ``indexes`` the read models are left without secondary indexes: a rebuild loads first
+    and indexes once at the end, much faster than maintaining them row by row."""
+    await conn.run_sync(metadata.create_all)  # (which creates a new table's indexes too)
     await create_views(conn)
-    if indexes:
-        await conn.run_sync(_create_indexes)
+    await conn.run_sync(_create_indexes if indexes else _drop_indexes)
+
+
+def secondary_indexes() -> Iterator[Index]:
+    for table in READ_MODELS:
+        yield from table.indexes
 
 
 def _create_indexes(sync: Connection) -> None:
-    for table in READ_MODELS:
-        for index in table.indexes:
-            index.create(sync, checkfirst=True)
+    for index in secondary_indexes():
+        index.create(sync, checkfirst=True)
 
 
-async def drop_read_models(conn: AsyncConnection, projection: str) -> None:
-    """Drop every read model and forget ``projection``'s position (the first step of rebuild).
+def _drop_indexes(sync: Connection) -> None:
+    for index in secondary_indexes():
+        index.drop(sync, checkfirst=True)
 
-    The tables come back empty and without secondary indexes: loading first and indexing
-    once at the end is much faster than maintaining the indexes row by row. On PostgreSQL
-    the SELECT grants the tables and views had (e.g. to ``careledger_analyst``) are
-    re-applied, so a rebuild never locks analysts out.
-    """
-    grants = await _select_grants(conn)
+
+async def drop_read_models(conn: AsyncConnection) -> None:
+    """Drop every read model, views first (positions are not read models: they stay)."""
     await drop_views(conn)
     await conn.run_sync(
         lambda sync: metadata.drop_all(sync, tables=list(READ_MODELS), checkfirst=True)
     )
-    await conn.run_sync(lambda sync: projection_positions.create(sync, checkfirst=True))
-    await conn.execute(
-        projection_positions.delete().where(projection_positions.c.name == projection)
-    )
-    await create_read_models(conn, indexes=False)
-    await conn.run_sync(_drop_indexes)
-    for grantee, name in grants:
-        role = "PUBLIC" if grantee == "PUBLIC" else _quote(grantee)
-        await conn.execute(text(f"GRANT SELECT ON {_quote(name)} TO {role}"))
 
 
-def _quote(identifier: str) -> str:
+def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def _drop_indexes(sync: Connection) -> None:
-    for table in READ_MODELS:
-        for index in table.indexes:
-            index.drop(sync, checkfirst=True)
+Grants = list[tuple[str, str]]
 
 
-async def _select_grants(conn: AsyncConnection) -> list[tuple[str, str]]:
+async def select_grants(conn: AsyncConnection) -> Grants:
     """(grantee, table) for every SELECT granted on a read model, whoever granted it."""
     if conn.dialect.name != "postgresql":
         return []
@@ -114,3 +111,10 @@ async def _select_grants(conn: AsyncConnection) -> list[tuple[str, str]]:
         {"names": names},
     )
     return [(str(grantee), str(name)) for grantee, name in rows]
+
+
+async def grant(conn: AsyncConnection, grants: Grants) -> None:
+    """Grant SELECT again as ``select_grants`` found it (on tables of the same names)."""
+    for grantee, name in grants:
+        role = "PUBLIC" if grantee == "PUBLIC" else quote(grantee)
+        await conn.execute(text(f"GRANT SELECT ON {quote(name)} TO {role}"))

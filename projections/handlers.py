@@ -8,16 +8,23 @@ the event (``occurred_at``, or ``timestamp`` for when the ledger recorded it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from datetime import UTC
-from typing import Any
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from uuid import UUID
 
-from domain.account import PatientAccount, entries_of
-from domain.rejection import RejectedInput
-from domain.values import EntryKind, LedgerEntry
+from domain.values import EntryKind
 from projections.changes import CENT, BalanceRow, BatchChanges, month_index, utc_day
-from projections.source import Recorded
+from projections.stored import (
+    AcceptedFacts,
+    AccountFacts,
+    Entry,
+    Facts,
+    OpenedFacts,
+    QualifyingFacts,
+    Recorded,
+    RejectedFacts,
+    TierFacts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,97 +51,90 @@ class Fold:
 
     def __init__(self, changes: BatchChanges) -> None:
         self.changes = changes
+        # by the kind of facts (projections.stored decides which an event class has)
+        self._handlers: dict[type[Facts], Callable[[Recorded], object]] = {
+            OpenedFacts: self._opened,
+            AcceptedFacts: self._accept,
+            QualifyingFacts: self._qualifying_changed,
+            TierFacts: self._tier_changed,
+            AccountFacts: self._account,  # referrals, bonuses, expiry: their entries, if any
+            RejectedFacts: self._rejected,
+        }
 
     def apply(self, recorded: Recorded) -> None:
-        event = recorded.event
-        match event:  # most specific first: every account event is a PatientAccount.Event
-            case PatientAccount.Opened():
-                self._opened(event)
-            case PatientAccount.PaymentRecorded():
-                self._payment(event)
-            case PatientAccount.InteractionVoided():
-                self._voided(event)
-            case PatientAccount.Accepted():
-                self._accept(event)
-            case PatientAccount.QualifyingPointsChanged():
-                self._qualifying_changed(event)
-            case PatientAccount.TierChanged():
-                self._tier_changed(event)
-            case PatientAccount.Event():
-                self._account(event)  # referrals, bonuses, expiry: their entries, if any
-            case RejectedInput.Recorded():
-                self._rejected(event)
-            case _:
-                log.debug("no read model for %s", type(event).__name__)
+        handle = self._handlers.get(type(recorded.facts))
+        if handle is None:
+            log.debug("no read model for %s", recorded.cls.__name__)
+        else:
+            handle(recorded)
         self.changes.position = recorded.position
-        self.changes.last_event_at = event.timestamp
+        self.changes.last_event_at = recorded.facts.timestamp.value
 
     # ---------------------------------------------------------------- handlers
-    def _opened(self, event: PatientAccount.Opened) -> None:
-        self.changes.accounts[event.originator_id] = BalanceRow(
-            program_id=event.program_id,
-            patient_id=event.patient_id,
-            account_id=event.originator_id,
-            updated_at=event.timestamp,
+    def _opened(self, recorded: Recorded) -> None:
+        facts = recorded.facts
+        assert isinstance(facts, OpenedFacts)
+        self.changes.accounts[recorded.originator_id] = BalanceRow(
+            program_id=facts.program_id,
+            patient_id=facts.patient_id,
+            account_id=recorded.originator_id,
+            updated_at=facts.timestamp.value,
         )
 
-    def _payment(self, event: PatientAccount.PaymentRecorded) -> None:
-        row = self._accept(event)
-        row.spend_total = event.spend_total.quantize(CENT)
-        row.discount_percent = event.discount_percent
-        if event.reward_unlocked is not None:
-            row.rewards_unlocked += 1
+    def _qualifying_changed(self, recorded: Recorded) -> None:
+        facts = recorded.facts
+        assert isinstance(facts, QualifyingFacts)
+        self._account(recorded).qualifying_points = facts.qualifying_points
 
-    def _voided(self, event: PatientAccount.InteractionVoided) -> None:
-        row = self._accept(event)
-        if event.spend_total is not None and event.discount_percent is not None:
-            row.spend_total = event.spend_total.quantize(CENT)
-            row.discount_percent = event.discount_percent
-
-    def _qualifying_changed(self, event: PatientAccount.QualifyingPointsChanged) -> None:
-        self._account(event).qualifying_points = event.qualifying_points
-
-    def _tier_changed(self, event: PatientAccount.TierChanged) -> None:
-        row = self._account(event)
-        row.tier = event.to_tier
+    def _tier_changed(self, recorded: Recorded) -> None:
+        row = self._account(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, TierFacts)
+        row.tier = facts.to_tier
         self.changes.tier_changes.append(
             (
                 row.program_id,
                 row.patient_id,
-                event.from_tier,
-                event.to_tier,
-                event.occurred_at,
-                event.reason,
+                facts.from_tier,
+                facts.to_tier,
+                facts.occurred_at.value,
+                facts.reason,
             )
         )
 
-    def _rejected(self, event: RejectedInput.Recorded) -> None:
+    def _rejected(self, recorded: Recorded) -> None:
+        facts = recorded.facts
+        assert isinstance(facts, RejectedFacts)
         self.changes.dead_letters.append(
             (
-                event.origin,
-                event.source,
-                event.source_id,
-                event.code,
-                f"{event.code}: {event.reason}",
-                event.received_at,
+                facts.origin,
+                facts.source,
+                facts.source_id,
+                facts.code,
+                f"{facts.code}: {facts.reason}",
+                facts.received_at.value,
             )
         )
 
     # ----------------------------------------------------------------- helpers
-    def _account(self, event: Any) -> BalanceRow:
+    def _account(self, recorded: Recorded) -> BalanceRow:
         """The event's account row, moved on by the event's entries and timestamp."""
-        row = self.changes.accounts.get(event.originator_id)
+        row = self.changes.accounts.get(recorded.originator_id)
         if row is None:
-            raise UnknownAccount(f"no balances row for account {event.originator_id}")
-        row.updated_at = event.timestamp
-        for entry in entries_of(event):
-            self._entry(row, entry, event)
+            raise UnknownAccount(f"no balances row for account {recorded.originator_id}")
+        facts = recorded.facts
+        assert isinstance(facts, AccountFacts)
+        recorded_at = row.updated_at = facts.timestamp.value
+        for entry in facts.ledger_entries():
+            self._entry(row, entry, recorded_at)
         return row
 
-    def _accept(self, event: PatientAccount.Accepted) -> BalanceRow:
-        """What every accepted interaction does: activity, KPIs, qualifying points."""
-        row = self._account(event)
-        changes, at = self.changes, event.occurred_at
+    def _accept(self, recorded: Recorded) -> BalanceRow:
+        """What every accepted interaction does: activity, KPIs, qualifying points, spend."""
+        row = self._account(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, AcceptedFacts)
+        changes, at = self.changes, facts.occurred_at.value
         program_id, patient_id = row.program_id, row.patient_id
         utc = at.astimezone(UTC)
         kpis = changes.kpi(program_id, utc.date())
@@ -147,20 +147,28 @@ class Fold:
             row.first_activity_at = at
         if row.last_activity_at is None or at > row.last_activity_at:
             row.last_activity_at = at
-        row.qualifying_points = event.qualifying_points
-        active = event.interaction not in NOT_ACTIVITY
+        row.qualifying_points = facts.qualifying_points
+        if facts.spend_total is not None and facts.discount_percent is not None:
+            # a payment, or the void of one: the spend and discount they leave
+            row.spend_total = facts.spend_total.value.quantize(CENT)
+            row.discount_percent = facts.discount_percent
+        if facts.reward_unlocked is not None:  # a payment that unlocked a reward
+            row.rewards_unlocked += 1
+        active = facts.interaction not in NOT_ACTIVITY
         key = (program_id, patient_id, month_index(utc))
         changes.months[key] = changes.months.get(key, False) or active
         if active:
             changes.days.add((program_id, utc.date(), patient_id))
         return row
 
-    def _entry(self, row: BalanceRow, entry: LedgerEntry, event: Any) -> None:
-        if entry.entry_id in self.changes.entries:
-            raise DuplicateEntry(f"entry {entry.entry_id} recorded twice")
+    def _entry(self, row: BalanceRow, entry: Entry, recorded_at: datetime) -> None:
+        entry_id = entry.entry_id.value
+        if entry_id in self.changes.entries:
+            raise DuplicateEntry(f"entry {entry_id} recorded twice")
         size = abs(entry.points)
         row.available += entry.points
-        kpi = self.changes.kpi(row.program_id, utc_day(entry.occurred_at))
+        occurred_at = entry.occurred_at.value
+        kpi = self.changes.kpi(row.program_id, utc_day(occurred_at))
         match entry.kind:
             case EntryKind.EARNED | EntryKind.BONUS:
                 row.lifetime_earned += size
@@ -177,8 +185,8 @@ class Fold:
             case EntryKind.REVERSED:
                 row.lifetime_reversed += size
                 kpi.points_reversed += size
-        self.changes.entries[entry.entry_id] = (
-            entry.entry_id,
+        self.changes.entries[entry_id] = (
+            entry_id,
             row.program_id,
             row.patient_id,
             entry.kind,
@@ -188,8 +196,8 @@ class Fold:
             entry.program_version,
             entry.source,
             entry.source_id,
-            entry.occurred_at,
-            event.timestamp,  # recorded_at
+            occurred_at,
+            recorded_at,
         )
 
 
@@ -198,9 +206,9 @@ def accounts_to_load(batch: Iterable[Recorded]) -> set[UUID]:
     touched: set[UUID] = set()
     opened: set[UUID] = set()
     for recorded in batch:
-        event = recorded.event
-        if isinstance(event, PatientAccount.Opened):
-            opened.add(event.originator_id)
-        elif isinstance(event, PatientAccount.Event):
-            touched.add(event.originator_id)
+        facts = recorded.facts
+        if type(facts) is OpenedFacts:
+            opened.add(recorded.originator_id)
+        elif isinstance(facts, AccountFacts):
+            touched.add(recorded.originator_id)
     return touched - opened

@@ -4,7 +4,7 @@ transaction (the runner commits them together with the projection's new position
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import astuple
 from datetime import date, datetime
 from operator import attrgetter
@@ -24,6 +24,7 @@ from projections.changes import (
     KPI_COLUMNS,
     BalanceRow,
     BatchChanges,
+    KpiDelta,
     month_start,
 )
 from projections.tables import (
@@ -88,9 +89,11 @@ MONTHS = Upsert(
     keys=("program_id", "patient_id", "month_index"),
     merge={"active": "or"},
 )
-# A patient-day new to the table is one more active patient that day: RETURNING says which.
+# A patient-day new to the table is one more active patient that day.
 DAYS = Upsert(
-    patient_activity_days, keys=("program_id", "day", "patient_id"), returning=("program_id", "day")
+    patient_activity_days,
+    keys=("program_id", "day", "patient_id"),
+    count_new_by=("program_id", "day"),
 )
 KPIS = Upsert(
     program_kpis_daily, keys=("program_id", "day"), merge=dict.fromkeys(KPI_COLUMNS, "add")
@@ -99,39 +102,63 @@ KPIS = Upsert(
 
 async def write_changes(conn: AsyncConnection, changes: BatchChanges) -> dict[str, int]:
     """Write every row change of the batch; returns rows written per table."""
+    written = await write_rows(conn, changes, changes.accounts.values())
+    written.update(await write_kpis(conn, changes.kpis))
+    return written
+
+
+async def write_rows(
+    conn: AsyncConnection, changes: BatchChanges, accounts: Collection[BalanceRow]
+) -> dict[str, int]:
+    """Write the batch's rows except KPIs, and ``accounts`` as ``balances`` rows; the
+    patient-days new to the table are added to ``changes.kpis`` as active patients."""
     written: dict[str, int] = {}
 
     async def put(spec: Upsert, records: Sequence[Record]) -> list[Record]:
         returned = await bulk.write(conn, spec, records)
         if records:
-            written[spec.table.name] = len(returned) if spec.returning else len(records)
+            new = sum(group[-1] for group in returned)
+            written[spec.table.name] = new if spec.count_new_by else len(records)
         return returned
 
-    await put(BALANCES, [balance_record(row) for row in changes.accounts.values()])
+    await put(BALANCES, [balance_record(row) for row in accounts])
     await put(ENTRIES, list(changes.entries.values()))
     await put(TIER_HISTORY, changes.tier_changes)
     await put(DEAD_LETTERS, changes.dead_letters)
     await put(MONTHS, _month_records(changes))
-    for program_id, day in await put(DAYS, list(changes.days)):
-        changes.kpis[(program_id, day)].active_patients += 1
-    await put(KPIS, _kpi_records(changes))
-    for program_id, since in changes.earliest_kpi_days().items():
-        await refresh_running_totals(conn, program_id, since)
+    for program_id, day, new in await put(DAYS, list(changes.days)):
+        changes.kpi(program_id, day).active_patients += new
     return written
+
+
+async def write_kpis(
+    conn: AsyncConnection, kpis: Mapping[tuple[str, date], KpiDelta]
+) -> dict[str, int]:
+    """Add ``kpis`` to ``program_kpis_daily`` and bring the to-date columns up to date."""
+    # The to-date columns (liability, rates) start empty; refresh_running_totals fills them.
+    records = [
+        (program_id, day, *astuple(delta), 0, None, None)
+        for (program_id, day), delta in kpis.items()
+    ]
+    await bulk.write(conn, KPIS, records)
+    for program_id, since in earliest_days(kpis).items():
+        await refresh_running_totals(conn, program_id, since)
+    return {KPIS.table.name: len(records)} if records else {}
+
+
+def earliest_days(kpis: Iterable[tuple[str, date]]) -> dict[str, date]:
+    """Per program, the earliest day among ``kpis``' keys (where running totals change)."""
+    earliest: dict[str, date] = {}
+    for program_id, day in kpis:
+        if program_id not in earliest or day < earliest[program_id]:
+            earliest[program_id] = day
+    return earliest
 
 
 def _month_records(changes: BatchChanges) -> list[Record]:
     return [
         (program_id, patient_id, index, month_start(index), active)
         for (program_id, patient_id, index), active in changes.months.items()
-    ]
-
-
-def _kpi_records(changes: BatchChanges) -> list[Record]:
-    # The to-date columns (liability, rates) start empty; refresh_running_totals fills them.
-    return [
-        (program_id, day, *astuple(delta), 0, None, None)
-        for (program_id, day), delta in changes.kpis.items()
     ]
 
 

@@ -8,13 +8,15 @@ import json
 import logging
 import signal
 import time
+from concurrent.futures import Executor
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
 from careledger.settings import Settings
+from projections.rebuilding import replay_processes
 from projections.runner import ProjectionOptions
-from projections.service import open_projector
+from projections.service import open_projector, rebuild
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,15 @@ def register(subparsers: Any) -> None:
     _batch_size(run)
     run.set_defaults(handler=run_projections)
 
-    rebuild = commands.add_parser("rebuild", help="drop the read models and replay the ledger")
+    rebuild = commands.add_parser("rebuild", help="replay the ledger into fresh read models")
     _batch_size(rebuild)
+    workers = ProjectionOptions.rebuild_workers
+    rebuild.add_argument(
+        "--workers",
+        type=_positive,
+        default=workers,
+        help=f"processes replaying the ledger, PostgreSQL only ({workers})",
+    )
     rebuild.set_defaults(handler=rebuild_projections)
 
 
@@ -55,7 +64,10 @@ def run_projections(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def rebuild_projections(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_rebuild(settings, ProjectionOptions(batch_size=args.batch_size)))
+    options = ProjectionOptions(batch_size=args.batch_size, rebuild_workers=args.workers)
+    # forked here, before the store and the event loop start threads
+    with replay_processes(options.rebuild_workers, settings.database_url) as pool:
+        return asyncio.run(_rebuild(settings, options, pool))
 
 
 async def _once(settings: Settings, options: ProjectionOptions) -> int:
@@ -66,11 +78,10 @@ async def _once(settings: Settings, options: ProjectionOptions) -> int:
     return 0
 
 
-async def _rebuild(settings: Settings, options: ProjectionOptions) -> int:
-    async with open_projector(settings, options) as projector:
-        started = time.perf_counter()
-        applied = await projector.rebuild()
-        _summary(applied, projector.position, started)
+async def _rebuild(settings: Settings, options: ProjectionOptions, pool: Executor | None) -> int:
+    started = time.perf_counter()
+    rebuilt = await rebuild(settings, options, pool)
+    _summary(rebuilt.applied, rebuilt.position, started)
     return 0
 
 

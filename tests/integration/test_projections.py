@@ -15,7 +15,9 @@ from prometheus_client import CollectorRegistry
 import projections.runner
 from careledger.ledger import Ledger
 from domain.ids import account_id
-from projections.runner import ProjectionOptions
+from projections import rebuilding
+from projections.rebuilding import Rebuilt
+from projections.runner import ProjectionOptions, Projector
 from projections.service import catch_up, open_projector, rebuild
 from tests.conftest import Database
 from tests.events import cloudevent
@@ -221,9 +223,82 @@ async def test_rebuild_equals_incremental(database: Database) -> None:
     await catch_up(settings, SMALL)
     incremental = await dump(settings)
 
-    assert await rebuild(settings) == ledger.store.recorder.max_notification_id()
+    head = ledger.store.recorder.max_notification_id()
+    assert await rebuild(settings) == Rebuilt(applied=head, position=head)
     assert await dump(settings) == incremental
     assert incremental["balances"] and incremental["retention_cohorts"]
+    # small batches, an account cache of one row (every row written as it leaves) and, on
+    # PostgreSQL, three worker processes with a shard each
+    tight = ProjectionOptions(batch_size=4, account_cache=1, rebuild_workers=3)
+    assert await rebuild(settings, tight) == Rebuilt(applied=head, position=head)
+    assert await dump(settings) == incremental
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_failed_rebuild_leaves_the_read_models_as_they_were(
+    database: Database, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Killed in this process's shard (with two workers, while the other process replays)."""
+    settings = settings_for(database)
+    apply(ledger_for(database), scenario())
+    await catch_up(settings)
+    before = await dump(settings)
+    real_write = rebuilding.write_rows
+    calls = 0
+
+    async def crash_on_third_batch(*args: Any) -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("rebuild killed")
+        return await real_write(*args)
+
+    monkeypatch.setattr(rebuilding, "write_rows", crash_on_third_batch)
+    with pytest.raises(RuntimeError, match="rebuild killed"):
+        await rebuild(settings, ProjectionOptions(batch_size=4, rebuild_workers=workers))
+    assert calls == 3
+    assert await dump(settings) == before
+    if database.kind == "postgres":  # and the half-built schema is gone
+        building = rebuilding.building_schema(database.schema)
+        schemas = f"SELECT 1 FROM pg_namespace WHERE nspname = '{building}'"
+        assert await query(settings, schemas) == []
+    monkeypatch.setattr(rebuilding, "write_rows", real_write)
+    await rebuild(settings)
+    assert await dump(settings) == before
+
+
+async def stop_at(head: int, projector: Projector, stop: asyncio.Event, following: Any) -> None:
+    """Stop the follower once it reaches ``head`` (or after 10 s)."""
+    for _ in range(500):
+        if projector.position == head:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(following, 10)
+
+
+async def test_a_follower_running_through_a_rebuild_resumes_from_it(pg_database: Database) -> None:
+    settings = settings_for(pg_database)
+    ledger = ledger_for(pg_database)
+    events = scenario()
+    stop = asyncio.Event()
+    options = ProjectionOptions(batch_size=3, poll_interval=0.01)
+    async with open_projector(settings, options) as projector:
+        following = asyncio.create_task(projector.follow(stop))
+        for start in range(0, len(events), 5):  # the ledger grows while the rebuild runs
+            apply(ledger, events[start : start + 5], run=f"part{start}")
+            if start == 10:
+                rebuilt = await rebuild(
+                    settings, ProjectionOptions(batch_size=2, rebuild_workers=1)
+                )
+                assert rebuilt.position >= 10
+        head = ledger.store.recorder.max_notification_id()
+        await stop_at(head, projector, stop, following)
+    assert projector.position == head
+    assert await catch_up(settings) == 0  # (and cohorts, rewritten at most every 30 s while
+    followed = await dump(settings)  # following, brought up to date)
+    await rebuild(settings)
+    assert followed == await dump(settings)
 
 
 async def test_metrics_report_lag_rows_and_transactions(database: Database, ledger: Ledger) -> None:
@@ -306,12 +381,7 @@ async def test_follow_applies_new_events_until_stopped(database: Database) -> No
         following = asyncio.create_task(projector.follow(stop))
         apply(ledger, scenario()[:3])
         head = ledger.store.recorder.max_notification_id()
-        for _ in range(250):
-            if projector.position == head:
-                break
-            await asyncio.sleep(0.02)
-        stop.set()
-        await asyncio.wait_for(following, 10)
+        await stop_at(head, projector, stop, following)
     assert projector.position == head
     rows = await query(settings, "SELECT patient_id, available FROM balances")
     assert rows == [("ann", 200)]

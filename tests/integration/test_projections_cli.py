@@ -4,10 +4,12 @@ SIGTERM), and a follower riding out a database outage."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 def careledger(db: Database, *args: str, metrics_port: int = 0) -> subprocess.Popen[str]:
+    """``careledger projections ...`` in a session of its own (its worker processes too)."""
     env = {**os.environ, **db.env(), "CARELEDGER_METRICS_PORT": str(metrics_port)}
     return subprocess.Popen(
         [sys.executable, "-m", "careledger.cli", "projections", *args],
@@ -35,6 +38,7 @@ def careledger(db: Database, *args: str, metrics_port: int = 0) -> subprocess.Po
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
 
 
@@ -81,6 +85,49 @@ async def test_a_killed_projector_resumes_and_equals_a_rebuild(database: Databas
     resumed = await dump(settings_for(database))
     assert finished(careledger(database, "rebuild")) == {"applied": head, "position": head}
     assert await dump(settings_for(database)) == resumed
+
+
+async def test_a_killed_rebuild_changes_nothing_and_the_next_one_succeeds(
+    database: Database,
+) -> None:
+    ledger = ledger_for(database)
+    apply_workload(ledger, workload(seed=5, patients=400, per_patient=5))
+    head = ledger.store.recorder.max_notification_id()
+    assert finished(careledger(database, "run", "--once"))["position"] == head
+    before = await dump(settings_for(database))
+
+    proc = careledger(database, "rebuild", "--batch-size", "5", "--workers", "2")
+    if database.kind == "postgres":  # killed once the rebuild's schema holds entries
+        building = f'"{database.schema}__rebuild".ledger_entries'
+        for _ in range(3000):
+            try:
+                if (await query(settings_for(database), f"SELECT count(*) FROM {building}"))[0][0]:
+                    break
+            except Exception:  # not created yet
+                pass
+            await asyncio.sleep(0.005)
+    else:  # killed once its transaction holds the write lock (it has dropped the tables)
+        for _ in range(3000):
+            if await asyncio.to_thread(sqlite_write_locked, database.url):
+                break
+            await asyncio.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, workers included
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the rebuild should be killed part-way"
+
+    assert await dump(settings_for(database)) == before
+    assert finished(careledger(database, "rebuild")) == {"applied": head, "position": head}
+    assert await dump(settings_for(database)) == before
+
+
+def sqlite_write_locked(url: str) -> bool:
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0)) as conn:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return True
+        conn.rollback()
+        return False
 
 
 def free_port() -> int:

@@ -17,16 +17,16 @@ from domain.rejection import RejectedInput
 from projections.bulk import Upsert
 from projections.changes import BatchChanges, month_index, month_start
 from projections.handlers import DuplicateEntry, Fold, UnknownAccount
-from projections.source import Recorded
 from projections.tables import balances, program_kpis_daily
 from tests.unit.dsl import DEFAULT, Ledger, at, cancel, checkup, enrol, pay, redeem, visit, void
+from tests.unit.stored_events import as_stored
 
 
 def fold(events: list[Any], changes: BatchChanges | None = None) -> BatchChanges:
     changes = changes or BatchChanges()
     folding = Fold(changes)
     for position, event in enumerate(events, start=1):
-        folding.apply(Recorded(position, event))
+        folding.apply(as_stored(position, event))
     return changes
 
 

@@ -1,0 +1,171 @@
+"""The projector's decoder reads, of every ledger event, exactly what the store's mapper reads.
+
+projections/stored.py decodes stored JSON straight into the few facts the read models use;
+these tests hold it to the mapper (the library's reader, which the ledger itself uses) over a
+history with every event type, and check that upcasting and malformed states are handled.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import uuid4
+
+import msgspec
+import pytest
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import register_topic
+
+from domain.account import PatientAccount, entries_of
+from domain.rejection import RejectedInput
+from projections.stored import Entry, Wrapped, facts_type
+from tests.unit.dsl import (
+    Ledger,
+    at,
+    cancel,
+    checkup,
+    enrol,
+    pay,
+    redeem,
+    refer,
+    steps,
+    visit,
+    void,
+)
+from tests.unit.stored_events import MAPPER, READER, as_stored
+
+ENTRY_FIELDS = ("credit", "entry", "entries")
+
+
+def every_event_type() -> list[Any]:
+    """One history of two patients that produces every event the ledger records."""
+    referrer, referee = Ledger(patient_id="patient-1"), Ledger(patient_id="patient-2")
+    first = visit(at(1))
+    payment = pay("150.00", at(13))
+    referrer.given(enrol(at(0)), first, refer("patient-2", at(2)))
+    made = referrer.account.pending_events[-1]
+    referee.account.note_referral(
+        "patient-1", made.occurred_at, made.source, made.source_id, referee.program
+    )
+    referee.given(enrol(at(3)), visit(at(4)))
+    qualified = referee.account.pending_events[-1]
+    assert type(qualified) is PatientAccount.ReferralQualified
+    referrer.account.pay_referrer_bonus("patient-2", qualified.qualified_at, referrer.program)
+    referrer.given(
+        *[visit(at(5 + d)) for d in range(8)],
+        checkup(at(14)),
+        steps(at(15).date(), 10, at(15)),  # below the daily threshold: noted, not paid
+        redeem(300, "r-1", at(16)),
+        cancel("r-1", at(17)),
+        redeem(10**7, "r-2", at(18)),  # more than available: rejected
+        payment,
+        pay("2500.00", at(19)),
+        void(payment, at(20)),
+        void(first, at(21)),
+    )
+    referrer.maintain(at(420))  # expiry, qualifying window, tier down
+    rejected = RejectedInput.record(
+        origin="file:in.jsonl:7",
+        code="invalid_field",
+        reason="data.visit_type: not one of the allowed values",
+        source="urn:careledger:emr",
+        source_id="visit-9",
+        received_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    return [
+        *referrer.account.pending_events,
+        *referee.account.pending_events,
+        *rejected.collect_events(),
+    ]
+
+
+def plain(value: Any) -> Any:
+    """A decoded fact as plain values (wrappers and structs opened)."""
+    if isinstance(value, Wrapped):
+        return plain(value.value)
+    if isinstance(value, msgspec.Struct):
+        return {name: plain(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+
+
+def test_the_history_covers_every_event_class_of_the_ledger() -> None:
+    emitted = {type(event) for event in every_event_type()}
+    declared = {
+        cls
+        for cls in vars(PatientAccount).values()
+        if isinstance(cls, type) and issubclass(cls, Aggregate.Event)
+    } - {PatientAccount.Event, PatientAccount.Created, PatientAccount.Accepted}  # bases only
+    assert declared - emitted == set()
+    assert RejectedInput.Recorded in emitted
+
+
+@pytest.mark.parametrize("event", every_event_type(), ids=lambda e: type(e).__name__)
+def test_facts_equal_what_the_mapper_decodes(event: Any) -> None:
+    stored = MAPPER.to_stored_event(event)
+    by_mapper = MAPPER.to_domain_event(stored)  # the library's own reading, types included
+    recorded = as_stored(7, event)
+    assert (recorded.position, recorded.originator_id) == (7, event.originator_id)
+    assert recorded.cls is type(event)
+    facts = recorded.facts
+    assert type(facts) is facts_type(type(event))
+    for name in facts.__struct_fields__:
+        if name in ENTRY_FIELDS:
+            continue
+        # a field this class lacks reads as absent (None)
+        fact, expected = plain(getattr(facts, name)), getattr(by_mapper, name, None)
+        assert fact == expected == getattr(event, name, None), name
+        assert type(fact) is type(expected), name
+    if ENTRY_FIELDS[0] in facts.__struct_fields__:
+        entries = [plain(entry) for entry in facts.ledger_entries()]  # type: ignore[attr-defined]
+        expected_entries = [
+            {name: getattr(entry, name) for name in Entry.__struct_fields__}
+            for entry in entries_of(by_mapper)
+        ]
+        assert entries == expected_entries
+        assert len(entries) == len(entries_of(event))
+
+
+def test_an_upcast_class_is_read_at_its_current_version() -> None:
+    class Renamed(PatientAccount.TierChanged):
+        """Version 2 renamed nothing the read models read, but added a field."""
+
+        class_version: ClassVar[int] = 2
+        channel: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["channel"] = "unknown"
+            state["reason"] = f"v1:{state['reason']}"
+
+    event = PatientAccount.TierChanged(
+        originator_id=uuid4(),
+        originator_version=3,
+        timestamp=at(1),
+        from_tier="bronze",
+        to_tier="silver",
+        occurred_at=at(1),
+        reason="qualifying_points",
+        qualifying_points=1000,
+    )
+    v1 = MAPPER.to_stored_event(event)
+    topic = f"{__name__}:TierChangedV2"
+    register_topic(topic, Renamed)
+    recorded = READER.read(1, event.originator_id, 3, topic, v1.state)
+    assert recorded.cls is Renamed
+    assert plain(recorded.facts)["reason"] == "v1:qualifying_points"
+
+
+def test_a_malformed_state_fails_loudly_naming_the_field() -> None:
+    event = as_stored(1, every_event_type()[0])  # an Opened
+    stored = StoredEvent(
+        event.originator_id,
+        1,
+        "domain.account:PatientAccount.Opened",
+        b'{"timestamp":{"_type_":"datetime_iso","_data_":"yesterday"},'
+        b'"program_id":"p","patient_id":"x"}',
+    )
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.timestamp\._data_"):
+        READER.read(1, event.originator_id, 1, stored.topic, stored.state)
