@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,11 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.changes import BalanceRow, BatchChanges
-from projections.database import create_read_models, drop_read_models
+from projections.database import create_read_models
 from projections.handlers import Fold, accounts_to_load
 from projections.metrics import ProjectionMetrics
 from projections.retention import CohortRefresher
-from projections.source import EventSource, Recorded, commits, first_set
+from projections.source import EventSource, commits, first_set
+from projections.stored import Recorded
 from projections.tables import projection_positions
 from projections.writer import (
     PositionMoved,
@@ -39,6 +41,9 @@ from projections.writer import (
 log = logging.getLogger(__name__)
 
 READ_MODELS = "read_models"
+# One more than the cores: a worker waiting for PostgreSQL leaves its core to another
+# (measured on 2 cores: 2 workers 24.5-26.4k ledger entries/s, 3 workers 28.7-31.5k).
+REBUILD_WORKERS = min(8, (os.cpu_count() or 1) + 1)
 FIRST_BACKOFF, MAX_BACKOFF = 0.2, 30.0  # seconds between retries while the database is away
 
 
@@ -50,6 +55,7 @@ class ProjectionOptions:
     account_cache: int = 200_000  # balances rows kept in memory between batches
     poll_interval: float = 0.1  # seconds between polls once caught up
     refresh_interval: float = 30.0  # most seconds between cohort refreshes while following
+    rebuild_workers: int = REBUILD_WORKERS  # processes replaying a rebuild (PostgreSQL)
 
 
 class Projector:
@@ -73,12 +79,12 @@ class Projector:
         # a batch fails (handlers change rows in place before the commit).
         self._rows: OrderedDict[UUID, BalanceRow] = OrderedDict()
 
-    async def start(self, indexes: bool = True) -> None:
+    async def start(self) -> None:
         """Create missing read models and load the stored position."""
         self._rows.clear()
         self.cohorts.all_stale()
         async with self.engine.begin() as conn:
-            await create_read_models(conn, indexes)
+            await create_read_models(conn)
             row = {"name": self.name, "position": 0, "last_event_at": None}
             await conn.execute(upsert(conn, projection_positions).on_conflict_do_nothing(), row)
             stored = (
@@ -87,16 +93,6 @@ class Projector:
                 )
             ).one()
         self.position, self.last_event_at = stored.position, stored.last_event_at
-
-    async def rebuild(self) -> int:
-        """Drop every read model, then replay the whole ledger; returns events applied."""
-        async with self.engine.begin() as conn:
-            await drop_read_models(conn, self.name)
-        await self.start(indexes=False)
-        applied = await self.catch_up()
-        async with self.engine.begin() as conn:
-            await create_read_models(conn)  # the secondary indexes, built once
-        return applied
 
     async def catch_up(self, stop: asyncio.Event | None = None, refresh: bool = True) -> int:
         """Apply events until the head; returns how many. With ``refresh`` the cohorts are
@@ -166,7 +162,7 @@ class Projector:
             since = self.last_event_at
             if behind and since is None:
                 first = await self.source.read(conn, 0, 1)
-                since = first[0].event.timestamp if first else None
+                since = first[0].facts.timestamp.value if first else None
         seconds = 0.0
         if behind and head.recorded_at and since:
             seconds = max((head.recorded_at - since).total_seconds(), 0.0)
