@@ -17,6 +17,8 @@ from sqlalchemy import Table, or_, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from projections.database import asyncpg_connection
+
 Merge = Literal["replace", "add", "or"]
 
 
@@ -70,28 +72,27 @@ async def write(conn: AsyncConnection, spec: Upsert, records: Sequence[Record]) 
 async def _postgres(conn: AsyncConnection, spec: Upsert, records: Sequence[Record]) -> list[Record]:
     """Binary ``COPY`` of the rows; upserts copy into a session-local staging table first."""
     assert conn.in_transaction(), "bulk writes need an open transaction"
-    raw = (await conn.get_raw_connection()).driver_connection
-    assert raw is not None
-    if not raw.is_in_transaction():  # SQLAlchemy starts it lazily, with the first statement
-        await conn.execute(text("SELECT 1"))
-    table = spec.table.name
-    columns = [c.name for c in spec.table.columns]
-    if not spec.keys:
-        await raw.copy_records_to_table(table, records=records, columns=columns)
+    async with asyncpg_connection(conn) as raw:
+        if not raw.is_in_transaction():  # SQLAlchemy starts it lazily, with the first statement
+            await conn.execute(text("SELECT 1"))
+        table = spec.table.name
+        columns = [c.name for c in spec.table.columns]
+        if not spec.keys:
+            await raw.copy_records_to_table(table, records=records, columns=columns)
+            return []
+        staging = f"staging_{table}"
+        await raw.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS"
+        )
+        await raw.copy_records_to_table(staging, records=records, columns=columns)
+        names = ", ".join(columns)
+        sql = f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging}" + spec.conflict_sql()
+        if spec.count_new_by:
+            group = ", ".join(spec.count_new_by)
+            counted = f"WITH new AS ({sql} RETURNING {group}) SELECT {group}, count(*) FROM new"
+            return [tuple(r) for r in await raw.fetch(f"{counted} GROUP BY {group}")]
+        await raw.execute(sql)
         return []
-    staging = f"staging_{table}"
-    await raw.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS"
-    )
-    await raw.copy_records_to_table(staging, records=records, columns=columns)
-    names = ", ".join(columns)
-    sql = f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging}" + spec.conflict_sql()
-    if spec.count_new_by:
-        group = ", ".join(spec.count_new_by)
-        counted = f"WITH new AS ({sql} RETURNING {group}) SELECT {group}, count(*) FROM new"
-        return [tuple(r) for r in await raw.fetch(f"{counted} GROUP BY {group}")]
-    await raw.execute(sql)
-    return []
 
 
 async def _sqlite(conn: AsyncConnection, spec: Upsert, records: Sequence[Record]) -> list[Record]:

@@ -8,7 +8,8 @@ tables land in the same place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Index, text
@@ -19,6 +20,22 @@ from projections.tables import READ_MODELS, metadata
 from projections.views import VIEWS, create_views, drop_views
 
 _PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+asyncpg")
+
+
+@asynccontextmanager
+async def asyncpg_connection(conn: AsyncConnection) -> AsyncIterator[Any]:
+    """asyncpg's own connection under ``conn``, for what SQLAlchemy makes slow (bulk fetches,
+    binary COPY). SQLAlchemy never sees those calls fail, so a connection found dead in one
+    is invalidated here: otherwise the pool would hand it to every later caller, long after
+    the database is back."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    assert raw is not None
+    try:
+        yield raw
+    except Exception:
+        if raw.is_closed():
+            await conn.invalidate()
+        raise
 
 
 def is_postgres(database_url: str) -> bool:

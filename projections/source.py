@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from careledger.store import LedgerStore
+from projections.database import asyncpg_connection
 from projections.stored import Recorded, StoredReader
 
 
@@ -103,9 +104,8 @@ class EventSource:
     ) -> list[Recorded]:
         rows: Sequence[Sequence[Any]]
         if self._raw is not None:
-            raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None
-            rows = await raw.fetch(self._raw[query], *params.values())
+            async with asyncpg_connection(conn) as raw:
+                rows = await raw.fetch(self._raw[query], *params.values())
         else:
             rows = (await conn.execute((self._after, self._between)[query], params)).all()
         return await asyncio.to_thread(self.decode, rows) if rows else []

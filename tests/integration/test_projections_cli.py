@@ -17,10 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from asyncpg.exceptions import InterfaceError
 from prometheus_client import CollectorRegistry
 
+from projections.database import connect
 from projections.runner import ProjectionOptions
 from projections.service import catch_up, open_projector, rebuild
+from projections.source import EventSource
 from tests.conftest import PG_URL, Database
 from tests.integration.test_projections_scale import Workload, apply_workload, workload
 from tests.integration.test_projections_support import dump, ledger_for, query, settings_for
@@ -194,6 +197,30 @@ async def test_following_rides_out_a_database_outage(pg_database: Database) -> N
     followed = await dump(settings_for(pg_database))  # ... and the cohorts are rewritten
     await rebuild(settings_for(pg_database))
     assert await dump(settings_for(pg_database)) == followed
+
+
+async def test_an_event_read_on_a_dropped_connection_discards_it(pg_database: Database) -> None:
+    """Events are fetched by asyncpg itself, past SQLAlchemy's disconnect handling: a pooled
+    connection found dead there must be dropped, not handed out to every later read (which
+    kept a follower failing long after the database was back)."""
+    ledger = ledger_for(pg_database)
+    apply_workload(ledger, workload(seed=3, patients=5, per_patient=2), run="r")
+    source = EventSource.of(ledger.store, "postgresql")
+    with PausableProxy(PG_URL) as proxy:
+        engine = connect(proxy.url, pg_database.schema)
+        try:
+            async with engine.connect() as conn:
+                assert len(await source.read(conn, 0, 5)) == 5
+            proxy.pause()  # cuts the pooled connection
+            proxy.resume()
+            await asyncio.sleep(0.1)  # asyncpg sees the hang-up
+            with pytest.raises(InterfaceError, match="connection is closed"):
+                async with engine.connect() as conn:
+                    await source.read(conn, 0, 5)
+            async with engine.connect() as conn:
+                assert len(await source.read(conn, 0, 5)) == 5
+        finally:
+            await engine.dispose()
 
 
 async def until(condition: Callable[[], bool], seconds: float = 30) -> None:
