@@ -26,7 +26,7 @@ from projections.database import create_read_models
 from projections.handlers import Fold, accounts_to_load
 from projections.metrics import ProjectionMetrics
 from projections.retention import CohortRefresher
-from projections.source import EventSource, commits, first_set
+from projections.source import CommitWatch, EventSource, first_set
 from projections.stored import Recorded
 from projections.tables import projection_positions
 from projections.writer import (
@@ -120,19 +120,21 @@ class Projector:
 
         Woken by the ledger's commits where the store announces them, else by polling.
         """
-        async with commits(self.engine, self.source.channel) as committed:
-            try:
-                backoff = FIRST_BACKOFF
-                while not stop.is_set():
-                    committed.clear()
-                    if await self._step(stop):
-                        backoff = FIRST_BACKOFF
-                        await first_set(stop, committed, timeout=self.options.poll_interval)
-                    else:
-                        await first_set(stop, timeout=backoff)
-                        backoff = min(backoff * 2, MAX_BACKOFF)
-            finally:
-                await self.cohorts.finish()
+        watch = CommitWatch(self.engine, self.source.channel)
+        try:
+            backoff = FIRST_BACKOFF
+            while not stop.is_set():
+                watch.committed.clear()
+                if await self._step(stop):
+                    backoff = FIRST_BACKOFF
+                    await watch.listen()  # (again, after an outage)
+                    await first_set(stop, watch.committed, timeout=self.options.poll_interval)
+                else:
+                    await first_set(stop, timeout=backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            await watch.close()
+            await self.cohorts.finish()
 
     async def _step(self, stop: asyncio.Event) -> bool:
         """Catch up once; on failure say so (and why, in logs and metrics) instead of dying.

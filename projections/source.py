@@ -7,8 +7,9 @@ synchronous recorder at fetching rows); decoding is ``projections.stored``'s.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import contextlib
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from careledger.store import LedgerStore
 from projections.database import asyncpg_connection
 from projections.stored import Recorded, StoredReader
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -124,26 +127,54 @@ class EventSource:
         return [read(row[0], _uuid(row[1]), row[2], row[3], row[4]) for row in rows]
 
 
-@asynccontextmanager
-async def commits(engine: AsyncEngine, channel: str | None) -> AsyncIterator[asyncio.Event]:
-    """An event set whenever the ledger commits (PostgreSQL LISTEN); never set on SQLite,
-    where the follower just polls."""
-    committed = asyncio.Event()
-    if channel is None or engine.dialect.name != "postgresql":
-        yield committed
-        return
+class CommitWatch:
+    """Wakes a follower when the ledger commits: PostgreSQL LISTEN on the recorder's channel.
 
-    def wake(*_: object) -> None:
-        committed.set()
+    The listening connection dies with the database, which wakes the follower; :meth:`listen`
+    replaces it once the database answers again (the follower calls it after each successful
+    step), else the follower would only poll from then on. Never set on SQLite, where the
+    follower just polls.
+    """
 
-    async with engine.connect() as conn:
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
-        await raw.add_listener(channel, wake)
+    def __init__(self, engine: AsyncEngine, channel: str | None) -> None:
+        self.committed = asyncio.Event()
+        self._engine = engine
+        self._channel = channel if engine.dialect.name == "postgresql" else None
+        self._conn: AsyncConnection | None = None
+        self._raw: Any = None
+
+    async def listen(self) -> None:
+        """Subscribe unless already listening; a failure is left to the next call."""
+        if self._channel is None or (self._raw is not None and not self._raw.is_closed()):
+            return
+        await self.close()
+        conn = self._engine.connect()
         try:
-            yield committed
-        finally:
-            await raw.remove_listener(channel, wake)
+            await conn.start()
+            async with asyncpg_connection(conn) as raw:
+                await raw.add_listener(self._channel, self._wake)
+                # Losing it wakes the follower too: its next step finds the database away.
+                raw.add_termination_listener(self._wake)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            log.warning("cannot listen for ledger commits (%s); polling", type(exc).__name__)
+            return
+        self._conn, self._raw = conn, raw
+        self.committed.set()  # commits made while nobody listened are not announced again
+
+    async def close(self) -> None:
+        conn, raw, self._conn, self._raw = self._conn, self._raw, None, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            raw.remove_termination_listener(self._wake)
+            if not raw.is_closed():
+                await raw.remove_listener(self._channel, self._wake)
+            await conn.close()
+
+    def _wake(self, *_: object) -> None:
+        self.committed.set()
 
 
 def _uuid(value: Any) -> UUID:
