@@ -24,9 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -283,7 +287,10 @@ async def _replay_shards(
     with contextlib.ExitStack() as stack:
         if pool is None:  # a fresh interpreter per worker: safe from any caller
             spawn = multiprocessing.get_context("spawn")
-            pool = stack.enter_context(ProcessPoolExecutor(workers - 1, mp_context=spawn))
+            die = functools.partial(_die_with, os.getpid())
+            pool = stack.enter_context(
+                ProcessPoolExecutor(workers - 1, mp_context=spawn, initializer=die)
+            )
         loop = asyncio.get_running_loop()
         others = [
             loop.run_in_executor(pool, replay_in_process, target, Shard(i, workers), positions)
@@ -319,10 +326,24 @@ def replay_processes(workers: int, database_url: str) -> Iterator[Executor | Non
         yield None
         return
     fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers - 1, mp_context=fork) as pool:
+    die = functools.partial(_die_with, os.getpid())
+    with ProcessPoolExecutor(workers - 1, mp_context=fork, initializer=die) as pool:
         for started in [pool.submit(int) for _ in range(workers - 1)]:
             started.result()  # every process is up before any thread exists
         yield pool
+
+
+def _die_with(parent: int) -> None:
+    """Make this worker process die with the rebuild that started it (Linux).
+
+    A worker outliving a killed rebuild would go on filling a schema nobody will publish,
+    holding its locks until the next rebuild waits them out.
+    """
+    if sys.platform == "linux":
+        PR_SET_PDEATHSIG = 1  # (linux/prctl.h)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)
 
 
 def replay_in_process(target: Target, shard: Shard, positions: Positions) -> tuple[int, Kpis]:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,14 +102,7 @@ async def test_a_killed_rebuild_changes_nothing_and_the_next_one_succeeds(
 
     proc = careledger(database, "rebuild", "--batch-size", "5", "--workers", "2")
     if database.kind == "postgres":  # killed once the rebuild's schema holds entries
-        building = f'"{database.schema}__rebuild".ledger_entries'
-        for _ in range(3000):
-            try:
-                if (await query(settings_for(database), f"SELECT count(*) FROM {building}"))[0][0]:
-                    break
-            except Exception:  # not created yet
-                pass
-            await asyncio.sleep(0.005)
+        await until_building(database)
     else:  # killed once its transaction holds the write lock (it has dropped the tables)
         for _ in range(3000):
             if await asyncio.to_thread(sqlite_write_locked, database.url):
@@ -121,6 +115,60 @@ async def test_a_killed_rebuild_changes_nothing_and_the_next_one_succeeds(
     assert await dump(settings_for(database)) == before
     assert finished(careledger(database, "rebuild")) == {"applied": head, "position": head}
     assert await dump(settings_for(database)) == before
+
+
+async def test_a_killed_rebuild_takes_its_worker_processes_with_it(pg_database: Database) -> None:
+    """Killing the rebuild's own process alone (an OOM killer, a supervisor) ends its
+    workers too: otherwise they would go on filling a schema nobody will publish."""
+    ledger = ledger_for(pg_database)
+    apply_workload(ledger, workload(seed=5, patients=400, per_patient=5))
+    head = ledger.store.recorder.max_notification_id()
+    assert finished(careledger(pg_database, "run", "--once"))["position"] == head
+    before = await dump(settings_for(pg_database))
+
+    proc = careledger(pg_database, "rebuild", "--batch-size", "1", "--workers", "3")
+    await until_building(pg_database)
+    workers = children(proc.pid)
+    assert len(workers) >= 2, "the rebuild should have its worker processes"
+    proc.kill()
+    proc.wait(timeout=30)
+    await until(lambda: not any(map(alive, workers)), seconds=10)
+
+    assert await dump(settings_for(pg_database)) == before
+    assert finished(careledger(pg_database, "rebuild")) == {"applied": head, "position": head}
+    assert await dump(settings_for(pg_database)) == before
+
+
+async def until_building(db: Database) -> None:
+    """Wait until the rebuild's schema holds ledger entries."""
+    building = f'"{db.schema}__rebuild".ledger_entries'
+    for _ in range(3000):
+        try:
+            if (await query(settings_for(db), f"SELECT count(*) FROM {building}"))[0][0]:
+                return
+        except Exception:  # not created yet
+            pass
+        await asyncio.sleep(0.005)
+    raise AssertionError("the rebuild wrote nothing")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie nobody has reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
 
 
 def sqlite_write_locked(url: str) -> bool:
