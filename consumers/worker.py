@@ -28,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -74,15 +74,17 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         # aiokafka only logs a listener's exception: an unsought partition would then be
-        # skipped, so keep trying until the database answers.
-        delay = 0.2
-        while True:
+        # skipped, so keep trying until the database answers, or the worker is stopping
+        # (the partitions then have no position: none of their records is applied).
+        delay, stop = 0.2, self.worker.stopping
+        while not stop.is_set():
             try:
-                await self.worker.seek_to_stored(assigned)
+                # (one read of a position may wait out the store's connect timeout)
+                await _unless_stopped(self.worker.seek_to_stored(assigned), stop)
                 return
             except Exception as exc:
                 log.warning("cannot read stored positions (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(delay)
+                await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, MAX_BACKOFF_SECONDS)
 
 
@@ -121,6 +123,7 @@ class LedgerWorker:
         self.fenced: dict[TopicPartition, int] = {}  # -> its (negative) lag; for this process
         self._behind_since: dict[TopicPartition, float] = {}
         self.batch_lock = asyncio.Lock()
+        self.stopping = asyncio.Event()  # the ``stop`` given to :meth:`run`
         self.committed_batches = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -129,7 +132,7 @@ class LedgerWorker:
     # ----------------------------------------------------------------- running
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in flight then completes or fails whole."""
-        self._loop = asyncio.get_running_loop()
+        self._loop, self.stopping = asyncio.get_running_loop(), stop
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
@@ -379,6 +382,18 @@ class LedgerWorker:
             except Exception as exc:
                 log.warning("background step failed (%s); retrying", type(exc).__name__)
             await _sleep_or_stop(stop, 1.0)
+
+
+async def _unless_stopped(step: Awaitable[None], stop: asyncio.Event) -> None:
+    """Await ``step``, cancelling it if ``stop`` is set first."""
+    task = asyncio.ensure_future(step)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -71,7 +71,12 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         stop = asyncio.Event()
         install_signal_handlers(stop)
         await prepare_topics(settings)
-        await worker.run(stop)
+        try:
+            await worker.run(stop)
+        finally:
+            # A database call still waiting (PostgreSQL away) fails at once instead of
+            # holding the exit until its retries run out (about 100 s, measured).
+            worker.ledger.store.close()
 
     asyncio.run(main())
     return 0

@@ -14,9 +14,9 @@ from careledger.broker import EmbeddedBroker
 from careledger.settings import Settings
 from consumers.metrics import WorkerMetrics
 from consumers.worker import LedgerWorker
-from tests.conftest import Database
+from tests.conftest import PG_URL, Database
 from tests.events import cloudevent
-from tests.integration.test_worker_support import Record, produce, read_topic
+from tests.integration.test_worker_support import PausableProxy, Record, produce, read_topic
 from tests.kafka_support import create_topic, unique_name
 
 pytestmark = pytest.mark.integration
@@ -124,3 +124,42 @@ async def test_good_and_poison_messages(
     # no patient id ever appears in a metric label
     labels = {v for m in registry.collect() for s in m.samples for v in s.labels.values()}
     assert not any(p in labels for p in patients)
+
+
+async def test_a_worker_stops_while_the_database_is_away_during_an_assignment(
+    kafka_broker: EmbeddedBroker,
+    pg_database: Database,
+) -> None:
+    """The partition assignment retries reading the stored positions until PostgreSQL
+    answers; a stop meanwhile must end it (leaving the partitions unread), not wait for the
+    database to come back."""
+    topic, dlq, group = unique_name("interactions"), unique_name("dlq"), unique_name("group")
+    await create_topic(kafka_broker.bootstrap, topic, 2)
+    await produce(kafka_broker.bootstrap, topic, [Record("pt-0", visit("pt-0", 0))])
+    with PausableProxy(PG_URL) as proxy:
+        settings = settings_for(pg_database).model_copy(update={"database_url": proxy.url})
+        ledger = build_ledger(settings)
+        proxy.pause()
+        worker = LedgerWorker(
+            ledger,
+            bootstrap=kafka_broker.bootstrap,
+            group_id=group,
+            metrics=WorkerMetrics.create(CollectorRegistry()),
+            topic=topic,
+            dlq_topic=dlq,
+            session_timeout_ms=6000,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        async with asyncio.timeout(30):
+            while len(proxy.refused) < 2:  # the assignment is retrying
+                await asyncio.sleep(0.05)
+        stop.set()
+        async with asyncio.timeout(15):  # (the database stays away)
+            await running
+        assert worker.positions == {}  # nothing was sought, so nothing will be applied
+        # What `careledger worker` does next: closing the store ends the read still waiting
+        # in its thread, which would otherwise hold up the process's exit.
+        ledger.store.close()
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.shutdown_default_executor(), 45)  # (~100 s unclosed)
