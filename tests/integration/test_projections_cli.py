@@ -94,12 +94,7 @@ async def test_a_killed_projector_resumes_and_equals_a_rebuild(database: Databas
 async def test_a_killed_rebuild_changes_nothing_and_the_next_one_succeeds(
     database: Database,
 ) -> None:
-    ledger = ledger_for(database)
-    apply_workload(ledger, workload(seed=5, patients=400, per_patient=5))
-    head = ledger.store.recorder.max_notification_id()
-    assert finished(careledger(database, "run", "--once"))["position"] == head
-    before = await dump(settings_for(database))
-
+    head, before = await projected(database)
     proc = careledger(database, "rebuild", "--batch-size", "5", "--workers", "2")
     if database.kind == "postgres":  # killed once the rebuild's schema holds entries
         await until_building(database)
@@ -112,20 +107,13 @@ async def test_a_killed_rebuild_changes_nothing_and_the_next_one_succeeds(
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the rebuild should be killed part-way"
 
-    assert await dump(settings_for(database)) == before
-    assert finished(careledger(database, "rebuild")) == {"applied": head, "position": head}
-    assert await dump(settings_for(database)) == before
+    await assert_unchanged_and_rebuilt(database, head, before)
 
 
 async def test_a_killed_rebuild_takes_its_worker_processes_with_it(pg_database: Database) -> None:
     """Killing the rebuild's own process alone (an OOM killer, a supervisor) ends its
     workers too: otherwise they would go on filling a schema nobody will publish."""
-    ledger = ledger_for(pg_database)
-    apply_workload(ledger, workload(seed=5, patients=400, per_patient=5))
-    head = ledger.store.recorder.max_notification_id()
-    assert finished(careledger(pg_database, "run", "--once"))["position"] == head
-    before = await dump(settings_for(pg_database))
-
+    head, before = await projected(pg_database)
     proc = careledger(pg_database, "rebuild", "--batch-size", "1", "--workers", "3")
     await until_building(pg_database)
     workers = children(proc.pid)
@@ -134,9 +122,26 @@ async def test_a_killed_rebuild_takes_its_worker_processes_with_it(pg_database: 
     proc.wait(timeout=30)
     await until(lambda: not any(map(alive, workers)), seconds=10)
 
-    assert await dump(settings_for(pg_database)) == before
-    assert finished(careledger(pg_database, "rebuild")) == {"applied": head, "position": head}
-    assert await dump(settings_for(pg_database)) == before
+    await assert_unchanged_and_rebuilt(pg_database, head, before)
+
+
+async def projected(db: Database) -> tuple[int, dict[str, list[tuple[Any, ...]]]]:
+    """A ledger with read models up to date: its head and the tables' rows."""
+    ledger = ledger_for(db)
+    apply_workload(ledger, workload(seed=5, patients=400, per_patient=5))
+    head = ledger.store.recorder.max_notification_id()
+    assert head is not None
+    assert finished(careledger(db, "run", "--once"))["position"] == head
+    return head, await dump(settings_for(db))
+
+
+async def assert_unchanged_and_rebuilt(
+    db: Database, head: int, before: dict[str, list[tuple[Any, ...]]]
+) -> None:
+    """The killed rebuild left the read models ``before``; the next one succeeds."""
+    assert await dump(settings_for(db)) == before
+    assert finished(careledger(db, "rebuild")) == {"applied": head, "position": head}
+    assert await dump(settings_for(db)) == before
 
 
 async def until_building(db: Database) -> None:
