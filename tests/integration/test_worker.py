@@ -155,7 +155,7 @@ async def test_a_worker_stops_while_the_database_is_away_during_an_assignment(
             while len(proxy.refused) < 2:  # the assignment is retrying
                 await asyncio.sleep(0.05)
         stop.set()
-        async with asyncio.timeout(15):  # (the database stays away)
+        async with asyncio.timeout(30):  # (the database stays away)
             await running
         assert worker.positions == {}  # nothing was sought, so nothing will be applied
         # What `careledger worker` does next: closing the store ends the read still waiting
