@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import date
 from typing import TypeVar
 from uuid import UUID
@@ -46,7 +46,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from careledger.store import ledger_mapper
-from projections.changes import BalanceRow, BatchChanges, KpiDelta
+from projections.changes import KPI_COLUMNS, BalanceRow, BatchChanges, KpiDelta
 from projections.database import (
     connect,
     create_read_models,
@@ -376,12 +376,11 @@ async def _replay(
 def _add(shards: Iterable[Kpis]) -> Kpis:
     """The KPIs of all shards, added up."""
     total: Kpis = {}
-    names = [field.name for field in fields(KpiDelta)]
     for kpis in shards:
         for key, delta in kpis.items():
             into = total.setdefault(key, KpiDelta())
-            for field_name in names:
-                setattr(into, field_name, getattr(into, field_name) + getattr(delta, field_name))
+            for column in KPI_COLUMNS:
+                setattr(into, column, getattr(into, column) + getattr(delta, column))
     return total
 
 
@@ -410,7 +409,7 @@ async def _create_index(index: Index, conn: AsyncConnection) -> None:
 
 
 async def _set_position(conn: AsyncConnection, name: str, head: Head) -> None:
-    await conn.run_sync(lambda sync: projection_positions.create(sync, checkfirst=True))
+    """(The table exists: ``create_read_models`` or ``_publish`` made sure of it.)"""
     await conn.execute(projection_positions.delete().where(projection_positions.c.name == name))
     await conn.execute(
         projection_positions.insert(),

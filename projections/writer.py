@@ -141,12 +141,12 @@ async def write_kpis(
         for (program_id, day), delta in kpis.items()
     ]
     await bulk.write(conn, KPIS, records)
-    for program_id, since in earliest_days(kpis).items():
+    for program_id, since in _earliest_days(kpis).items():
         await refresh_running_totals(conn, program_id, since)
     return {KPIS.table.name: len(records)} if records else {}
 
 
-def earliest_days(kpis: Iterable[tuple[str, date]]) -> dict[str, date]:
+def _earliest_days(kpis: Iterable[tuple[str, date]]) -> dict[str, date]:
     """Per program, the earliest day among ``kpis``' keys (where running totals change)."""
     earliest: dict[str, date] = {}
     for program_id, day in kpis:
