@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint browser
+.PHONY: setup demo test lint browser prometheus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 browser:
 	bash scripts/install-browser.sh
 
-test: $(STAMP) lint browser
+# The alert-rule tests and the live Prometheus test run Debian's prometheus and promtool.
+prometheus:
+	bash scripts/install-prometheus.sh
+
+test: $(STAMP) lint browser prometheus
 	$(BIN)/python -m schemas.generate --check
 	$(BIN)/pytest -q
