@@ -52,7 +52,6 @@ class _Picker:
         return self.values[bisect(self.cumulative, rng.random() * self.cumulative[-1])]
 
 
-_HABITS: Final = _Picker([(habit, habit.share) for habit in h.HABITS])
 _VISIT_TYPES: Final = _Picker([(name, spec[0]) for name, spec in h.VISITS.items()])
 _RATINGS: Final = _Picker(h.RATINGS)
 
@@ -60,8 +59,17 @@ _RATINGS: Final = _Picker(h.RATINGS)
 class Clinic:
     """Generates the valid events of ``patients`` patients over ``days`` days from ``start``."""
 
-    def __init__(self, patients: int, days: int, seed: int, start: date) -> None:
+    def __init__(
+        self,
+        patients: int,
+        days: int,
+        seed: int,
+        start: date,
+        population: h.Population = h.DEFAULT_POPULATION,
+    ) -> None:
         self._rng = Random(seed)
+        self._population = population
+        self._habits = _Picker([(habit, habit.share) for habit in population.habits])
         self._seed = seed
         self._days = days
         self._start = start
@@ -115,7 +123,7 @@ class Clinic:
         rng = self._rng
         launch_days = min(self._days, h.LAUNCH_DAYS)
         for index in range(1, self._patient_count + 1):
-            habit: h.Habit = _HABITS.pick(rng)
+            habit: h.Habit = self._habits.pick(rng)
             late = rng.random() >= h.LAUNCH_SHARE
             join_day = rng.randrange(self._days if late else launch_days)
             patient = Patient(index, habit, join_day, late)
@@ -194,7 +202,8 @@ class Clinic:
             data["referred_by"] = referrer
         self._emit(self._second(8, 21), patient, "patient.enrolled", source, data)
         if habit.churns:
-            patient.churn_day = day + 30 + int(rng.expovariate(1 / h.CHURN_MEAN_DAYS))
+            wait = rng.expovariate(1 / self._population.churn_mean_days)
+            patient.churn_day = day + self._population.churn_after_days + int(wait)
         if patient.referred:  # the referee's first visit falls inside the bonus window
             self._schedule(day + rng.randint(1, 21), _VISIT, patient)
         else:

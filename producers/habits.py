@@ -9,7 +9,7 @@ the ledger's tier multipliers only ever add to them, so the estimate errs on the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 EMR: Final = "urn:clinic:emr"
@@ -48,10 +48,30 @@ HABITS: Final[tuple[Habit, ...]] = (
     Habit("wearable", 0.25, 1.0, 0.75, 0.15, 0.5, 3.0, 0.6, 0.7, 0.5, 0.3, 1.2, wears_device=True),
 )
 
+
+@dataclass(frozen=True)
+class Population:
+    """Which habits the clinic's patients have, and how soon a churning patient stops coming:
+    ``churn_after_days`` after enrolling plus a random wait of mean ``churn_mean_days``."""
+
+    habits: tuple[Habit, ...]
+    churn_after_days: int
+    churn_mean_days: float
+
+
+# The default clinic keeps most of its patients (12-month retention well above 20 %).
+DEFAULT_POPULATION: Final = Population(HABITS, churn_after_days=30, churn_mean_days=75.0)
+# A failing programme, for the retention alert: nearly everyone stops within weeks of joining.
+HEAVY_CHURN: Final = Population(
+    (replace(HABITS[0], share=0.05), replace(HABITS[2], share=0.95)),
+    churn_after_days=0,
+    churn_mean_days=10.0,
+)
+POPULATIONS: Final = {"default": DEFAULT_POPULATION, "heavy": HEAVY_CHURN}
+
 # Enrolment: most patients join in the programme's first two weeks, the rest over the period.
 LAUNCH_SHARE: Final = 0.7
 LAUNCH_DAYS: Final = 14
-CHURN_MEAN_DAYS: Final = 75.0
 WORD_OF_MOUTH_SHARE: Final = 0.08  # late joiners naming a referrer nobody announced
 SURE_SHARE: Final = 0.8  # cancel only redemptions this far within the estimated balance
 REFERRAL_CONVERTS: Final = 0.8  # referrals whose referee enrols (and then visits)

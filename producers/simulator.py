@@ -18,6 +18,7 @@ from random import Random
 from typing import Final, Literal
 
 from producers.clinic import Clinic
+from producers.habits import DEFAULT_POPULATION, Population
 from producers.malformed import Flaw, corrupt
 
 __all__ = ["Kind", "SimulatedEvent", "simulate"]
@@ -49,8 +50,10 @@ def simulate(
     start: date,
     malformed_share: float = 0.005,
     duplicate_share: float = 0.01,
+    population: Population = DEFAULT_POPULATION,
 ) -> Iterator[SimulatedEvent]:
-    """Stream ``days`` days of traffic from ``patients`` patients, starting on ``start``.
+    """Stream ``days`` days of traffic from ``patients`` patients, starting on ``start``
+    (``population``: who they are; ``producers.habits.HEAVY_CHURN`` for a failing programme).
 
     Valid events come in event-time order; a duplicate repeats an earlier valid record byte
     for byte, and a malformed record comes just before the valid event it was derived from.
@@ -60,7 +63,7 @@ def simulate(
     for name, share in (("malformed_share", malformed_share), ("duplicate_share", duplicate_share)):
         if not 0.0 <= share <= 0.5:
             raise ValueError(f"{name} must be between 0 and 0.5")
-    clinic = Clinic(patients, days, seed, start)
+    clinic = Clinic(patients, days, seed, start, population)
     noise = Random(f"careledger-simulator-noise-{seed}")
     return _mix(clinic, noise, malformed_share, duplicate_share)
 
