@@ -7,6 +7,11 @@ Two things are added to the library's recorders:
   as the ledger events (``trackings=[...]`` passed through ``Application.save``). The library's
   single-row tracking only ever moves a position forward, so a stale writer (a worker that lost
   its partitions in a rebalance) fails with ``IntegrityError`` and commits nothing.
+* **Interaction keys unique across the ledger.** Every accepted interaction's CloudEvents key
+  (a hash of ``source`` and ``id``, never the ids themselves) is a row of ``interaction_keys``
+  with the account it went to and a hash of its content, inserted in the same transaction
+  (``interaction_keys=[...]``); its primary key makes a second claim of the key fail with
+  ``IntegrityError``, however many workers race (see ADR 0010).
 * **A settings-only environment.** The library normally merges ``os.environ`` into its
   configuration; settings are read once at the entry point instead, so that is switched off.
 """
@@ -17,6 +22,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -36,7 +42,7 @@ from eventsourcing.persistence import (
     Transcoding,
     UUIDAsHex,
 )
-from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from eventsourcing.utils import Environment, EnvType
 from psycopg import Cursor
@@ -46,11 +52,49 @@ from psycopg.sql import SQL, Identifier
 from domain.values import Allocation, Credit, LedgerEntry
 
 APPLICATION_NAME = "careledger"
+INTERACTION_KEYS_TABLE = "interaction_keys"
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class InteractionKey:
+    """One accepted interaction's claim on its (``source``, ``id``): 16-byte hashes only."""
+
+    key: bytes
+    account_id: UUID
+    digest: bytes
+
+
+KeyOwners = dict[bytes, tuple[UUID, bytes]]  # key -> (account id, content digest)
+
+
+def _by_key(claim: InteractionKey) -> bytes:
+    return claim.key
+
+
 class PostgresLedgerRecorder(PostgresProcessRecorder):
-    """Records events with any number of tracking positions in one transaction."""
+    """Records events with any number of tracking positions and interaction keys in one
+    transaction."""
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        names = {
+            "schema": Identifier(datastore.schema),
+            "table": Identifier(INTERACTION_KEYS_TABLE),
+        }
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "key bytea PRIMARY KEY, account_id uuid NOT NULL, digest bytea NOT NULL)"
+            ).format(**names)
+        )
+        self._insert_keys_statement = SQL(
+            "INSERT INTO {schema}.{table} (key, account_id, digest) "
+            "SELECT * FROM unnest(%b::bytea[], %b::uuid[], %b::bytea[])"
+        ).format(**names)
+        self._select_keys_statement = SQL(
+            "SELECT key, account_id, digest FROM {schema}.{table} WHERE key = ANY(%b::bytea[])"
+        ).format(**names)
 
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
@@ -96,16 +140,57 @@ class PostgresLedgerRecorder(PostgresProcessRecorder):
                 for row in curs.fetchall()
             ]
 
+    def select_interaction_keys(self, keys: Sequence[bytes]) -> KeyOwners:
+        """Who already holds each of ``keys`` (absent keys are left out), in one query."""
+        if not keys:
+            return {}
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_keys_statement, [list(keys)])
+            return {
+                bytes(row["key"]): (row["account_id"], bytes(row["digest"]))
+                for row in curs.fetchall()
+            }
+
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         for tracking in kwargs.get("trackings", ()):
             self._insert_tracking(curs, tracking=tracking)
+        # In key order, so two batches claiming some of the same keys wait on each other in one
+        # order instead of deadlocking.
+        keys = sorted(kwargs.get("interaction_keys", ()), key=_by_key)
+        if keys:
+            curs.execute(
+                self._insert_keys_statement,
+                [[k.key for k in keys], [k.account_id for k in keys], [k.digest for k in keys]],
+            )
         super()._insert_events(curs, stored_events, **kwargs)
 
 
 class SQLiteLedgerRecorder(SQLiteProcessRecorder):
     """SQLite twin of :class:`PostgresLedgerRecorder`."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {INTERACTION_KEYS_TABLE} ("
+            "key BLOB PRIMARY KEY, account_id TEXT NOT NULL, digest BLOB NOT NULL)",
+        ]
+
+    def select_interaction_keys(self, keys: Sequence[bytes]) -> KeyOwners:
+        """Who already holds each of ``keys`` (absent keys are left out)."""
+        owners: KeyOwners = {}
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                c.execute(
+                    f"SELECT key, account_id, digest FROM {INTERACTION_KEYS_TABLE} "
+                    f"WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for row in c.fetchall():
+                    owners[bytes(row["key"])] = (UUID(row["account_id"]), bytes(row["digest"]))
+        return owners
 
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of several aggregates, ordered by aggregate and version."""
@@ -137,6 +222,12 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder):
         returning = super()._insert_events(c, stored_events, **kwargs)
         for tracking in kwargs.get("trackings", ()):
             self._insert_tracking(c, tracking)
+        keys: Sequence[InteractionKey] = kwargs.get("interaction_keys", ())
+        if keys:
+            c.executemany(
+                f"INSERT INTO {INTERACTION_KEYS_TABLE} (key, account_id, digest) VALUES (?, ?, ?)",
+                [(k.key, k.account_id.hex, k.digest) for k in keys],
+            )
         return returning
 
 
@@ -257,15 +348,30 @@ class LedgerStore(Application[UUID]):
             aggregates[key] = event.mutate(aggregates.get(key))
         return aggregates
 
-    def record(self, aggregates: Sequence[Any], positions: Sequence[Tracking] = ()) -> None:
-        """Store the pending events of ``aggregates`` and ``positions`` in one transaction.
+    def record(
+        self,
+        aggregates: Sequence[Any],
+        positions: Sequence[Tracking] = (),
+        interaction_keys: Sequence[InteractionKey] = (),
+    ) -> None:
+        """Store the pending events of ``aggregates``, ``positions`` and the accepted
+        interactions' keys in one transaction.
 
         The library's ``save`` does the same plus snapshot and notification bookkeeping this
         application does not use, and runtime protocol checks that cost more than the insert.
+        Raises ``IntegrityError`` (nothing written) if a key is already held.
         """
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        if events or positions:
-            self.events.put(events, trackings=list(positions))
+        if events or positions or interaction_keys:
+            self.events.put(
+                events, trackings=list(positions), interaction_keys=list(interaction_keys)
+            )
+
+    def find_interaction_keys(self, keys: Sequence[bytes]) -> KeyOwners:
+        """The account and content digest each of ``keys`` was accepted with, in one query."""
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresLedgerRecorder | SQLiteLedgerRecorder)
+        return recorder.select_interaction_keys(keys)
 
     def position(self, name: str) -> int | None:
         """The last position recorded under ``name`` (a Kafka partition, a follower)."""
@@ -336,6 +442,8 @@ def open_store(database_url: str, schema: str = "", attempts: int = 8) -> Ledger
 
 
 __all__ = [
+    "InteractionKey",
+    "KeyOwners",
     "LedgerStore",
     "Tracking",
     "ledger_mapper",

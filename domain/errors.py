@@ -52,3 +52,9 @@ class CurrencyMismatch(LedgerError):
     """Raised when a payment is not in the program's currency."""
 
     code = "currency_mismatch"
+
+
+class IdConflict(LedgerError):
+    """Raised when an interaction reuses a (source, id) the ledger accepted with other content."""
+
+    code = "id_conflict"
