@@ -15,22 +15,25 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from hashlib import blake2b
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import get_topic
 
 from careledger.intake import to_interaction
-from careledger.store import LedgerStore
+from careledger.store import InteractionKey, KeyOwners, LedgerStore
 from domain.account import ACCEPTED, PatientAccount, entries_of
-from domain.errors import LedgerError, UnknownProgram
+from domain.errors import IdConflict, LedgerError, UnknownProgram
 from domain.ids import account_id
 from domain.program import Program
 from domain.rejection import RejectedInput
 from domain.values import Balance, LedgerEntry
+from schemas.v1 import InteractionV1
 from schemas.validation import InvalidInteraction, parse_interaction
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,10 @@ REJECTED = "rejected"
 DUPLICATE = "duplicate"
 RELAY = "referral-relay"
 SAVE_CHUNK = 500
+ID_CONFLICT_REASON = "id: this (source, id) was already used by another interaction"
+# What makes two events with one (source, id) the same interaction; the envelope's other
+# attributes (specversion, datacontenttype) say nothing about it.
+_CONTENT: set[str] = {"type", "subject", "programid", "data"}
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,22 @@ class _Prepared:
     addressed: Any = None
     rejection_source: tuple[str | None, str | None] = (None, None)
     extra: dict[str, Any] = field(default_factory=dict)
+    key: bytes = b""  # hash of (source, id); see interaction_identity
+    digest: bytes = b""  # hash of the content the key stands for
+
+
+def interaction_identity(event: InteractionV1) -> tuple[bytes, bytes]:
+    """The event's ledger-wide key and the digest of its content, 16 bytes each.
+
+    Only hashes are stored (ids may be health data adjacent). The digest covers the validated
+    content (type, subject, program, the instant of ``time``, data) as canonical JSON, so a
+    redelivery with other key order, whitespace or UTC offset has the same digest.
+    """
+    key = blake2b(f"{event.source}\x1f{event.id}".encode(), digest_size=16).digest()
+    content = event.model_dump(mode="json", include=_CONTENT)
+    content["time"] = event.time.astimezone(UTC).isoformat()
+    digest = blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16)
+    return key, digest.digest()
 
 
 class Ledger:
@@ -165,6 +188,7 @@ class Ledger:
                 "programid: not a program this ledger runs",
             )
             return _Prepared(inbound, result, rejection_source=(event.source, event.id))
+        key, digest = interaction_identity(event)
         return _Prepared(
             inbound,
             program=program,
@@ -172,6 +196,8 @@ class Ledger:
             addressed=addressed,
             rejection_source=(event.source, event.id),
             extra={"type": event.type, "time": event.time},
+            key=key,
+            digest=digest,
         )
 
     def _apply_prepared(
@@ -184,12 +210,21 @@ class Ledger:
         touched: dict[UUID, PatientAccount] = {}
         results: list[Result] = []
         rejections: list[RejectedInput] = []
+        claims: list[InteractionKey] = []
         self._absent.clear()
         self._preload({item.account_key for item in prepared if item.account_key is not None})
+        # Keys held in the whole ledger; the batch adds the keys it accepts as it goes.
+        owners = self.store.find_interaction_keys([i.key for i in prepared if i.result is None])
         try:
             for index, item in enumerate(prepared):
-                result = item.result or self._apply_one(index, item, touched, poisoned)
-                if result.outcome == REJECTED:
+                result = (
+                    item.result
+                    or self._key_taken(item, owners)
+                    or self._apply_one(index, item, touched, poisoned)
+                )
+                if result.outcome == ACCEPTED:
+                    claims.append(self._claim(item, owners))
+                elif result.outcome == REJECTED:
                     rejections.append(self._rejection(item, result))
                 results.append(result)
             entries = [
@@ -200,7 +235,7 @@ class Ledger:
             ]
             if before_commit is not None:
                 before_commit(results)
-            self._save([*touched.values(), *self._not_yet_recorded(rejections)], positions)
+            self._save([*touched.values(), *self._not_yet_recorded(rejections)], positions, claims)
         except BaseException:
             self._evict(touched)
             raise
@@ -240,6 +275,27 @@ class Ledger:
             raise _Poisoned(index) from exc
         outcome = outcome if outcome == ACCEPTED else DUPLICATE
         return Result(origin, outcome, event_type, occurred_at=item.extra["time"])
+
+    @staticmethod
+    def _key_taken(item: _Prepared, owners: KeyOwners) -> Result | None:
+        """A duplicate or an ``id_conflict`` if the item's key is held already, else ``None``.
+
+        The ledger-wide check; the account's own receipts still catch redeliveries of
+        interactions accepted before keys were registered (ADR 0010).
+        """
+        owner = owners.get(item.key)
+        if owner is None:
+            return None
+        origin, event_type = item.inbound.origin, item.extra["type"]
+        if owner == (item.account_key, item.digest):
+            return Result(origin, DUPLICATE, event_type, occurred_at=item.extra["time"])
+        return Result(origin, REJECTED, event_type, IdConflict.code, ID_CONFLICT_REASON)
+
+    @staticmethod
+    def _claim(item: _Prepared, owners: KeyOwners) -> InteractionKey:
+        assert item.account_key is not None
+        owners[item.key] = (item.account_key, item.digest)
+        return InteractionKey(item.key, item.account_key, item.digest)
 
     @staticmethod
     def _rejection(item: _Prepared, result: Result) -> RejectedInput:
@@ -309,8 +365,13 @@ class Ledger:
         for key in accounts:
             self._cache.pop(key, None)
 
-    def _save(self, aggregates: Sequence[Any], positions: Sequence[Tracking] = ()) -> None:
-        self.store.record([a for a in aggregates if a.pending_events], positions)
+    def _save(
+        self,
+        aggregates: Sequence[Any],
+        positions: Sequence[Tracking] = (),
+        claims: Sequence[InteractionKey] = (),
+    ) -> None:
+        self.store.record([a for a in aggregates if a.pending_events], positions, claims)
 
     def load_account(self, program_id: str, patient_id: str) -> PatientAccount | None:
         """The account as stored (not from the cache), or ``None`` if it was never opened."""
