@@ -3,7 +3,8 @@
 Starts the embedded broker (unless ``CARELEDGER_KAFKA_BOOTSTRAP`` is set), the worker and the
 projector in this process, streams a simulated period of clinic traffic, waits until every
 record is committed and every read model is up to date, prints a summary read from the read
-models, and stops everything it started.
+models, writes the HTML report, and stops everything it started. With ``--prometheus`` a
+local Prometheus server scrapes it meanwhile, and it keeps serving until interrupted.
 """
 
 from __future__ import annotations
@@ -12,96 +13,255 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
+import os
+import signal
 import sys
+import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import text
 
+from careledger import prometheus_server as prom
 from careledger.broker import EmbeddedBroker
+from careledger.commands.demo_summary import DemoSummary, Retention12m, render
 from careledger.commands.worker_commands import build_worker, prepare_topics
+from careledger.report import Report, collect
+from careledger.report import render as render_report
 from careledger.settings import Settings
 from consumers.worker import LedgerWorker
+from producers.habits import POPULATIONS
 from producers.publisher import InteractionPublisher
 from producers.simulator import SimulatedEvent, simulate
 from projections.database import connect
-from projections.service import catch_up, follow
+from projections.service import open_projector
+from projections.views import select_view
+
+DEFAULT_REPORT = Path(".careledger") / "report.html"
+# 13 months: the 12-month retention compares the last 12 with the ones before, so the first
+# simulated month is the base every later month is measured against.
+DEFAULT_DAYS = 400
+QUIET_LEVEL = logging.WARNING  # the console level unless --verbose or CARELEDGER_LOG_LEVEL
+PIPED_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
 
 def register(subparsers: Any) -> None:
     demo = subparsers.add_parser("demo", help="run the whole system on simulated traffic")
     demo.add_argument("--patients", type=int, default=2000)
-    demo.add_argument("--days", type=int, default=365)
+    demo.add_argument("--days", type=int, default=DEFAULT_DAYS)
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument(
+        "--churn",
+        choices=sorted(POPULATIONS),
+        default="default",
+        help="heavy: nearly every patient leaves within weeks (retention below 20 %%)",
+    )
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument(
+        "--report", type=Path, default=DEFAULT_REPORT, metavar="FILE", help="the HTML report"
+    )
+    demo.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="run a local Prometheus server scraping the demo (implies --hold)",
+    )
+    demo.add_argument(
+        "--hold",
+        action="store_true",
+        help="after the summary, keep serving /metrics until Ctrl-C or SIGTERM",
+    )
+    demo.add_argument(
+        "--verbose", action="store_true", help="log at CARELEDGER_LOG_LEVEL (INFO) on the console"
+    )
     demo.set_defaults(handler=run_demo)
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    _console_logging(args.verbose, settings)
+    registry = CollectorRegistry()
     with contextlib.ExitStack() as stack:
-        if not settings.kafka_bootstrap:
-            broker = stack.enter_context(EmbeddedBroker())
-            settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
-            _say(f"embedded broker on {broker.bootstrap}")
-        _say(f"ledger database: {settings.database_url}")
-        summary = asyncio.run(_demo(args, settings))
-    print(json.dumps(summary, indent=2, default=str))
+        metrics_at = _serve_metrics(settings, registry, stack)
+        prometheus = _start_prometheus(settings, metrics_at, stack) if args.prometheus else None
+        with contextlib.ExitStack() as services:
+            if not settings.kafka_bootstrap:
+                broker = services.enter_context(EmbeddedBroker())
+                settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+                _say(f"embedded broker on {broker.bootstrap}")
+            _say(f"ledger database: {settings.database_url}")
+            summary = asyncio.run(_demo(args, settings, registry))
+        summary.machine["metrics"] = metrics_at or "off (CARELEDGER_METRICS_PORT=0 or port busy)"
+        report_path = _write_report(args.report, summary.report)
+        if args.json:
+            print(json.dumps(summary.machine, indent=2, default=str), flush=True)
+        else:
+            print(render(summary), flush=True)
+            print(f"metrics: {summary.machine['metrics']}", flush=True)
+        _say(f"HTML report: {report_path}")
+        if prometheus:
+            _say(f"Prometheus: {prometheus}/graph (alerts: {prometheus}/alerts)")
+        if (args.hold or args.prometheus) and metrics_at:
+            _hold(metrics_at)
     return 0
 
 
-async def _demo(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    registry = CollectorRegistry()
-    metrics_at = None
-    if settings.metrics_port:
-        with contextlib.suppress(OSError):
-            start_http_server(settings.metrics_port, registry=registry)
-            metrics_at = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+def _console_logging(verbose: bool, settings: Settings) -> None:
+    """aiokafka's group-coordinator INFO lines drown the progress line: the demo logs only
+    warnings unless asked (``--verbose``, or ``CARELEDGER_LOG_LEVEL`` set explicitly)."""
+    if verbose or "log_level" in settings.model_fields_set:
+        logging.getLogger().setLevel(settings.log_level.upper())
+    else:
+        logging.getLogger().setLevel(QUIET_LEVEL)
+
+
+def _serve_metrics(
+    settings: Settings, registry: CollectorRegistry, stack: contextlib.ExitStack
+) -> str | None:
+    if not settings.metrics_port:
+        return None
+    try:
+        server, _ = start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+    except OSError:
+        return None
+    stack.callback(server.shutdown)
+    return f"http://127.0.0.1:{settings.metrics_port}/metrics"
+
+
+def _start_prometheus(
+    settings: Settings, metrics_at: str | None, stack: contextlib.ExitStack
+) -> str | None:
+    """A Prometheus server scraping the demo every second, with the deployment's alert rules;
+    its URL, or None (and why, on stderr) when it cannot run."""
+    binary = prom.find_binary()
+    if binary is None:
+        _say(f"Prometheus is not installed; {prom.INSTALL_HINT}")
+        return None
+    if metrics_at is None:
+        _say("Prometheus needs the demo's /metrics: set CARELEDGER_METRICS_PORT to a free port")
+        return None
+    target = prom.Target("careledger-demo", f"127.0.0.1:{settings.metrics_port}")
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="careledger-prom-")))
+    port = 9090 if prom.port_is_free(9090) else prom.free_port()
+    server = prom.PrometheusServer(
+        binary, prom.config([target], prom.rules_files()), directory, port
+    )
+    try:
+        stack.enter_context(server)
+    except prom.PrometheusFailed as exc:
+        _say(f"Prometheus did not start: {exc}")
+        return None
+    _say(f"Prometheus on {server.url}, scraping {metrics_at} every second")
+    return server.url
+
+
+async def _demo(
+    args: argparse.Namespace, settings: Settings, registry: CollectorRegistry
+) -> DemoSummary:
     await prepare_topics(settings)
     worker = build_worker(settings, registry)
+    traffic = _Traffic(args.days)
     stop = asyncio.Event()
-    worker_task = asyncio.create_task(worker.run(stop))
-    projector_task = asyncio.create_task(follow(settings, stop))
-    kinds: Counter[str] = Counter()
-    reporter = asyncio.create_task(_progress(worker, kinds))
-    try:
-        await _publish(args, settings, kinds)
-        await _wait_committed(worker, sum(kinds.values()))
-        await asyncio.to_thread(worker.ledger.relay_until_idle)
-    finally:
-        reporter.cancel()
-        stop.set()
-        await asyncio.gather(worker_task, projector_task)
-    await catch_up(settings)
-    summary = await _summary(settings, registry)
-    summary["published"] = dict(kinds)
-    summary["metrics"] = metrics_at or "off (CARELEDGER_METRICS_PORT=0 or port busy)"
-    return summary
+    async with open_projector(settings, registry=registry) as projector:
+        worker_task = asyncio.create_task(worker.run(stop))
+        projector_task = asyncio.create_task(projector.follow(stop))
+        reporter = asyncio.create_task(_progress(worker, traffic, sys.stderr.isatty()))
+        try:
+            await _publish(args, settings, traffic)
+            await _wait_committed(worker, traffic.published)
+            await asyncio.to_thread(worker.ledger.relay_until_idle)
+        finally:
+            reporter.cancel()
+            stop.set()
+            await asyncio.gather(worker_task, projector_task)
+        # The same projector (and metrics): the retention gauge ends at the final figure.
+        await projector.catch_up()
+    return await _summary(args, settings, registry, traffic)
 
 
-def _records(args: argparse.Namespace, kinds: Counter[str]) -> Iterator[tuple[str | None, bytes]]:
+@dataclass
+class _Traffic:
+    """What has been published so far, and how far into the simulated period it is."""
+
+    days: int
+    kinds: Counter[str] = field(default_factory=Counter)
+    start: date | None = None
+    latest: date | None = None
+    done: bool = False
+
+    @property
+    def published(self) -> int:
+        return sum(self.kinds.values())
+
+    def expected(self) -> int:
+        """The records the whole period will publish, judged by the simulated days so far."""
+        if self.done or self.start is None or self.latest is None:
+            return self.published
+        covered = ((self.latest - self.start).days + 1) / self.days
+        return max(self.published, round(self.published / min(max(covered, 1e-3), 1.0)))
+
+
+def _records(args: argparse.Namespace, traffic: _Traffic) -> Iterator[tuple[str | None, bytes]]:
     start = (datetime.now(UTC) - timedelta(days=args.days + 1)).date()
+    traffic.start = start
+    population = POPULATIONS[args.churn]
     event: SimulatedEvent
-    for event in simulate(args.patients, args.days, args.seed, start):
-        kinds[event.kind] += 1
+    for n, event in enumerate(
+        simulate(args.patients, args.days, args.seed, start, population=population)
+    ):
+        traffic.kinds[event.kind] += 1
+        if n % 512 == 0:
+            traffic.latest = _event_day(event.payload) or traffic.latest
         yield event.key, event.payload
+    traffic.done = True
 
 
-async def _progress(worker: LedgerWorker, kinds: Counter[str]) -> None:
-    """A live line on stderr every second: published, committed, commit rate."""
+def _event_day(payload: bytes) -> date | None:
+    """The day of a record's ``time`` field, without parsing the whole record."""
+    at = payload.find(b'"time":"')
+    try:
+        return date.fromisoformat(payload[at + 8 : at + 18].decode()) if at >= 0 else None
+    except ValueError:
+        return None
+
+
+async def _progress(worker: LedgerWorker, traffic: _Traffic, terminal: bool) -> None:
+    """Published, committed, commit rate and time left: one line rewritten in place on a
+    terminal, a plain line every few seconds when piped."""
     started = time.monotonic()
-    while True:
-        await asyncio.sleep(1)
-        done = _committed(worker)
-        rate = done / max(time.monotonic() - started, 1e-9)
-        _say(f"published {sum(kinds.values()):>8}  committed {done:>8}  ({rate:,.0f}/s)")
+    last_line = -PIPED_EVERY
+    try:
+        while True:
+            await asyncio.sleep(1)
+            elapsed = time.monotonic() - started
+            done = _committed(worker)
+            rate = done / max(elapsed, 1e-9)
+            expected = traffic.expected()
+            left = f"~{(expected - done) / rate:,.0f} s left" if rate > 0 else "starting"
+            line = (
+                f"published {traffic.published:>9,}  committed {done:>9,} of ~{expected:,}"
+                f"  {rate:>7,.0f}/s  {left}"
+            )
+            if terminal:
+                print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
+            elif elapsed - last_line >= PIPED_EVERY:
+                last_line = elapsed
+                _say(line)
+    finally:
+        if terminal:
+            print(file=sys.stderr, flush=True)
 
 
-async def _publish(args: argparse.Namespace, settings: Settings, kinds: Counter[str]) -> None:
+async def _publish(args: argparse.Namespace, settings: Settings, traffic: _Traffic) -> None:
     async with InteractionPublisher(settings.kafka_bootstrap) as publisher:
-        await publisher.send_raw_many_unvalidated(_as_async(_records(args, kinds)))
+        await publisher.send_raw_many_unvalidated(_as_async(_records(args, traffic)))
 
 
 async def _as_async(
@@ -119,10 +279,40 @@ def _committed(worker: LedgerWorker) -> int:
 async def _wait_committed(worker: LedgerWorker, total: int) -> None:
     while _committed(worker) < total:
         await asyncio.sleep(0.2)
-    _say(f"all {total} records committed")
+    _say(f"all {total:,} records committed")
 
 
-async def _summary(settings: Settings, registry: CollectorRegistry) -> dict[str, Any]:
+async def _summary(
+    args: argparse.Namespace, settings: Settings, registry: CollectorRegistry, traffic: _Traffic
+) -> DemoSummary:
+    machine = await _machine_summary(settings, registry)
+    machine["published"] = dict(traffic.kinds)
+    engine = connect(settings.database_url, settings.database_schema)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select_view("program_retention_12m"))).all()
+    finally:
+        await engine.dispose()
+    retention = [
+        Retention12m(
+            row.program_id,
+            row.as_of_month,
+            row.previous_patients,
+            row.retained_patients,
+            row.retention_rate,
+        )
+        for row in rows
+    ]
+    heading = (
+        f"careledger demo: {args.patients:,} patients, {args.days} simulated days"
+        f" (seed {args.seed}, {args.churn} churn)"
+    )
+    report = await collect(settings)
+    return DemoSummary(heading, machine, report, retention)
+
+
+async def _machine_summary(settings: Settings, registry: CollectorRegistry) -> dict[str, Any]:
+    """What ``--json`` prints (unchanged since the first demo; tests read it)."""
     outcomes: Counter[str] = Counter()
     for metric in registry.collect():
         if metric.name == "careledger_messages":
@@ -173,6 +363,31 @@ async def _summary(settings: Settings, registry: CollectorRegistry) -> dict[str,
         "kpis": kpis,
         "dead_letters": dead,
     }
+
+
+def _write_report(path: Path, report: Report) -> Path:
+    """The HTML report (``careledger report --html``'s page), written whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(render_report(report), encoding="utf-8")
+    os.replace(partial, path)
+    return path.resolve()
+
+
+def _hold(metrics_at: str) -> None:
+    """Keep the metrics (and Prometheus) up until Ctrl-C or SIGTERM."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    _say(f"holding: serving {metrics_at} until interrupted (Ctrl-C)")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        _say("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _say(message: str) -> None:

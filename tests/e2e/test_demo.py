@@ -23,7 +23,17 @@ def test_demo_runs_to_completion_and_agrees_with_the_read_models(tmp_path: Path)
     }
     env.pop("CARELEDGER_KAFKA_BOOTSTRAP", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "careledger.cli", "demo", "--patients", "60", "--days", "30"],
+        [
+            sys.executable,
+            "-m",
+            "careledger.cli",
+            "demo",
+            "--patients",
+            "60",
+            "--days",
+            "30",
+            "--json",
+        ],
         env=env,
         capture_output=True,
         text=True,
