@@ -179,8 +179,11 @@ async def _demo(
             await asyncio.to_thread(worker.ledger.relay_until_idle)
         finally:
             reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter  # ends the progress line before anything else is said
             stop.set()
             await asyncio.gather(worker_task, projector_task)
+        _say(f"all {traffic.published:,} records committed")
         # The same projector (and metrics): the retention gauge ends at the final figure.
         await projector.catch_up()
     return await _summary(args, settings, registry, traffic)
@@ -279,7 +282,6 @@ def _committed(worker: LedgerWorker) -> int:
 async def _wait_committed(worker: LedgerWorker, total: int) -> None:
     while _committed(worker) < total:
         await asyncio.sleep(0.2)
-    _say(f"all {total:,} records committed")
 
 
 async def _summary(
@@ -380,14 +382,16 @@ def _hold(metrics_at: str) -> None:
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    # SIGINT too: a shell starting the demo in the background ignores it in the child.
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     _say(f"holding: serving {metrics_at} until interrupted (Ctrl-C)")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         _say("stopped")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _say(message: str) -> None:
