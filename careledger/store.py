@@ -49,7 +49,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from domain.values import Allocation, Credit, LedgerEntry
+from domain.values import Allocation, Award, Credit, LedgerEntry
 
 APPLICATION_NAME = "careledger"
 INTERACTION_KEYS_TABLE = "interaction_keys"
@@ -315,7 +315,7 @@ def ledger_transcoder() -> FastJSONTranscoder:
     transcoder = FastJSONTranscoder()
     for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), DateAsISO()):
         transcoder.register(transcoding)
-    for value_class in (LedgerEntry, Credit, Allocation):
+    for value_class in (LedgerEntry, Credit, Allocation, Award):
         transcoder.register(DataclassAsDict(value_class))
     return transcoder
 

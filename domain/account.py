@@ -1,16 +1,17 @@
-"""A patient's account in one loyalty program: the aggregate every point is decided by.
+"""A patient's account in one loyalty program: the ledger mechanics every point goes through.
 
-Commands (``handle``, ``maintain``, ``note_referral``, ``pay_referrer_bonus``) check their
-guards first and only then trigger events, so a refused interaction leaves no trace on the
-account. Events carry the facts decided (points, lots, balance after), and ``apply`` only
-replays those facts: rebuilding an account from its events never re-decides anything.
-Decisions use event time only; nothing here reads the clock.
+The account keeps lots, debt, entries, the balance, usage of rule limits and its tier
+history; *what* an interaction earns is asked of the rule engine (``domain.rules.engine``)
+with the account's view at the interaction's event time, and the decision is recorded as
+facts. Commands check their guards first and only then trigger events, so a refused
+interaction leaves no trace. ``apply`` only replays facts: rebuilding an account from its
+events never re-decides anything. Decisions use event time only; nothing here reads the
+clock.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from bisect import bisect_right, insort
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -20,24 +21,26 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain import errors
+from domain.entries import entries_of
 from domain.ids import account_id, derived_id, interaction_key
 from domain.interactions import (
-    Assessment,
-    Checkup,
+    Adjustment,
     Enrolment,
     Interaction,
     Payment,
     RedemptionCancellation,
     RedemptionRequest,
     Referral,
-    Review,
-    StepsReading,
     Visit,
     Void,
 )
-from domain.program import Program
+from domain.lots import take, trim
+from domain.program import Downgrade, Program, ProgramVersion
+from domain.rules.engine import Decision, Payout, evaluate
+from domain.rules.limits import Use
 from domain.values import (
     Allocation,
+    Award,
     Balance,
     Credit,
     EntryKind,
@@ -50,6 +53,25 @@ from domain.values import (
 ENTRY_KINDS = tuple(kind.value for kind in EntryKind)  # iterating an Enum is slow
 DUPLICATE = "duplicate"
 ACCEPTED = "accepted"
+# Accounts opened before the starting tier was recorded on ``Opened`` all ran clinic-default.
+LEGACY_STARTING_TIER = "bronze"
+NOT_VOIDABLE = frozenset(
+    {"redemption.requested", "redemption.cancelled", "interaction.voided", "points.adjusted"}
+)
+# Interactions with mechanics of their own; every other kind is decided by earning rules.
+MECHANICS = frozenset(
+    {
+        "patient.enrolled",
+        "referral.made",
+        "payment.recorded",
+        "redemption.requested",
+        "redemption.cancelled",
+        "interaction.voided",
+        "points.adjusted",
+    }
+)
+
+__all__ = ["ACCEPTED", "DUPLICATE", "PatientAccount", "entries_of"]
 
 
 class PatientAccount(Aggregate):
@@ -59,6 +81,7 @@ class PatientAccount(Aggregate):
     class Opened(Aggregate.Created):
         program_id: str
         patient_id: str
+        starting_tier: str = LEGACY_STARTING_TIER
 
     class Accepted(Aggregate.Event):
         """Base of the events that record an interaction as accepted (its dedupe key)."""
@@ -80,30 +103,70 @@ class PatientAccount(Aggregate):
         referred_by: str | None
 
     class InteractionNoted(Accepted):
-        """Accepted, but no rule paid: ``outcome`` says why (a cap, a threshold)."""
+        """Accepted, but no rule paid: ``outcome`` is the reason code (a cap, no rule)."""
 
         outcome: str
+        rule_id: str | None = None  # the rule whose limit or award decided it, if one did
+        program_version: str | None = None
+        explains_nothing_paid = True
 
     class PointsEarned(Accepted):
-        rule_id: str
-        base_points: int
-        slot: str | None
-        credit: Credit
+        """Earning rules paid: one award (a lot and an entry) per rule."""
+
+        awards: list[Award]
+        program_version: str | None = None
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Version 1 carried one rule's award in ``rule_id``, ``base_points``, ``slot``
+            and ``credit`` (a ``steps:<day>`` slot was the award's step day)."""
+            slot = state.pop("slot")
+            group = slot.removeprefix("steps:") if slot and slot.startswith("steps:") else None
+            base = state.pop("base_points")
+            rule_id = state.pop("rule_id")
+            credit = state.pop("credit")
+            state["awards"] = [Award(rule_id, base, base, (rule_id,), group, credit)]
+
+        @property
+        def credit(self) -> Credit:
+            """The first award's credit."""
+            return self.awards[0].credit
 
         def receipt(self) -> Receipt:
             return Receipt(
                 kind=self.interaction,
                 occurred_at=self.occurred_at,
-                lot_ids=(self.credit.lot_id,),
-                points=self.credit.points,
-                base_points=self.base_points,
-                slot=self.slot,
+                lot_ids=tuple(a.credit.lot_id for a in self.awards),
+                points=sum(a.credit.points for a in self.awards),
+                qualifying=sum(a.qualifying for a in self.awards),
+                awards=tuple(self.awards),
             )
 
         def apply(self, aggregate: Any) -> None:
             aggregate._accept(self)
-            aggregate._credit(self.credit, self.interaction)
-            aggregate._earn_rule(self)
+            for award in self.awards:
+                aggregate._credit(award.credit)
+                aggregate._use(award, self.occurred_at, self.source, self.source_id)
+
+    class PointsAdjusted(Accepted):
+        """Staff corrected the balance: a credit is a new lot, a debit takes from lots."""
+
+        adjustment_id: str
+        credit: Credit | None
+        taken: list[Allocation]
+        debt_added: int
+        entry: LedgerEntry | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._accept(self)
+            if self.credit is not None:
+                aggregate._credit(self.credit)
+            else:
+                aggregate._draw(self.taken)
+                aggregate.debt += self.debt_added
+                assert self.entry is not None
+                aggregate._count(self.entry)
 
     class PointsRedeemed(Accepted):
         redemption_id: str
@@ -121,6 +184,7 @@ class PatientAccount(Aggregate):
         points: int
         reason: str
         available: int
+        explains_nothing_paid = True
 
         def apply(self, aggregate: Any) -> None:
             aggregate._accept(self)
@@ -195,7 +259,7 @@ class PatientAccount(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.referral_qualified = True
             if self.credit is not None:
-                aggregate._credit(self.credit, "referral")
+                aggregate._credit(self.credit)
 
     class ReferrerBonusEarned(Aggregate.Event):
         referee: str
@@ -203,7 +267,7 @@ class PatientAccount(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             aggregate.referees_paid.add(self.referee)
-            aggregate._credit(self.credit, "referral")
+            aggregate._credit(self.credit)
 
     class PointsExpired(Aggregate.Event):
         lot_id: UUID
@@ -230,7 +294,26 @@ class PatientAccount(Aggregate):
         qualifying_points: int
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.tier = self.to_tier
+            aggregate._change_tier(self.to_tier, self.occurred_at)
+
+    class TierGraceStarted(Aggregate.Event):
+        """Maintenance found the account below its tier's threshold: the grace period runs."""
+
+        tier: str
+        as_of: datetime
+        qualifying_points: int
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.below_since = self.as_of
+
+    class TierGraceCleared(Aggregate.Event):
+        """Maintenance found the account back at its tier's threshold within the grace."""
+
+        tier: str
+        as_of: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.below_since = None
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -241,12 +324,19 @@ class PatientAccount(Aggregate):
             id=account_id(program.program_id, patient_id),
             program_id=program.program_id,
             patient_id=patient_id,
+            starting_tier=program.starting_tier,
         )
 
-    def __init__(self, program_id: str, patient_id: str) -> None:
+    def __init__(
+        self, program_id: str, patient_id: str, starting_tier: str = LEGACY_STARTING_TIER
+    ) -> None:
         self.program_id = program_id
         self.patient_id = patient_id
-        self.tier = "bronze"
+        self.tier = starting_tier
+        self.starting_tier = starting_tier
+        # Tier changes by event time (ties in arrival order), for the tier held at a time.
+        self.tier_changes: list[tuple[datetime, int, str]] = []
+        self.below_since: datetime | None = None
         self.available = 0
         self.debt = 0
         self.lots: dict[UUID, Lot] = {}
@@ -256,9 +346,8 @@ class PatientAccount(Aggregate):
         # sum is two binary searches instead of a pass over the whole history.
         self.qualifying_times: list[datetime] = []
         self.qualifying_totals: list[int] = [0]
-        self.slots: set[str] = set()
-        self.review_times: list[datetime] = []
-        self.step_days: dict[str, int] = {}
+        self.usage: dict[str, list[Use]] = {}  # awards by limit counter, by event time
+        self.group_paid: dict[tuple[str, str], int] = {}  # base points by (rule, group)
         self.spend_total = Decimal("0")
         self.payments = 0
         self.rewards_unlocked = 0
@@ -284,19 +373,10 @@ class PatientAccount(Aggregate):
         """
         if interaction_key(interaction.source, interaction.source_id) in self.receipts:
             return DUPLICATE
-        self._check(interaction, program)
+        version = program.at(interaction.occurred_at)
+        self._check(interaction, version)
         self._expire_due(interaction.occurred_at, program)
         match interaction:
-            case Visit():
-                self._on_visit(interaction, program)
-            case Checkup():
-                self._on_checkup(interaction, program)
-            case Assessment():
-                self._on_assessment(interaction, program)
-            case Review():
-                self._on_review(interaction, program)
-            case StepsReading():
-                self._on_steps(interaction, program)
             case Enrolment():
                 self._on_enrolment(interaction, program)
             case Referral():
@@ -304,39 +384,38 @@ class PatientAccount(Aggregate):
                     program, self.ReferralMade, interaction, referee=interaction.referee
                 )
             case Payment():
-                self._on_payment(interaction, program)
+                self._on_payment(interaction, program, version)
             case RedemptionRequest():
-                self._on_redemption(interaction, program)
+                self._on_redemption(interaction, program, version)
             case RedemptionCancellation():
-                self._on_cancellation(interaction, program)
+                self._on_cancellation(interaction, program, version)
             case Void():
-                self._on_void(interaction, program)
+                self._on_void(interaction, program, version)
+            case Adjustment():
+                self._on_adjustment(interaction, program, version)
             case _:
-                raise TypeError(f"unsupported interaction {type(interaction).__name__}")
+                self._on_earning(interaction, program, version)
         return ACCEPTED
 
+    def decide(self, interaction: Interaction, program: Program) -> Decision:
+        """What the rules in force at the interaction's time would pay it now (no change)."""
+        version = program.at(interaction.occurred_at)
+        return evaluate(version, program.timezone, self, interaction)
+
     def maintain(self, as_of: datetime, program: Program) -> None:
-        """The close-of-day job: expire lots due by ``as_of``, then set the tier.
+        """The close-of-day job: expire lots due by ``as_of``, then review the tier.
 
         Running it again for the same ``as_of`` changes nothing.
         """
         self._expire_due(as_of, program)
-        qualifying = self.qualifying_points(as_of, program)
+        version = program.at(as_of)
+        qualifying = self._qualifying_between(as_of - version.qualifying_window, as_of)
         moved_on = self.qualifying_as_of is None or as_of >= self.qualifying_as_of
         if moved_on and qualifying != self.qualifying_now:
             self.trigger_event(
                 self.QualifyingPointsChanged, as_of=as_of, qualifying_points=qualifying
             )
-        target = program.tier_for(qualifying).name
-        if target != self.tier:
-            self.trigger_event(
-                self.TierChanged,
-                from_tier=self.tier,
-                to_tier=target,
-                occurred_at=as_of,
-                reason="maintenance",
-                qualifying_points=qualifying,
-            )
+        self._review_tier(as_of, version, qualifying)
 
     def note_referral(
         self, referrer: str, referred_at: datetime, source: str, source_id: str, program: Program
@@ -357,13 +436,12 @@ class PatientAccount(Aggregate):
 
     def pay_referrer_bonus(self, referee: str, qualified_at: datetime, program: Program) -> None:
         """Pay this (referring) account for a referee that qualified; once per referee."""
-        if referee in self.referees_paid or not program.referral.enabled:
+        version = program.at(qualified_at)
+        if referee in self.referees_paid or not version.referral.enabled:
             return
-        credit = self._new_credit(
-            program,
-            points=program.referral.referrer_bonus,
-            kind=EntryKind.BONUS,
-            rule_id="referral.referrer",
+        (credit,) = self._credits(
+            version,
+            [(version.referral.referrer_bonus, EntryKind.BONUS, "referral.referrer")],
             source="careledger:referral",
             source_id=referee,
             occurred_at=qualified_at,
@@ -373,12 +451,32 @@ class PatientAccount(Aggregate):
     # ----------------------------------------------------------------- queries
     def qualifying_points(self, as_of: datetime, program: Program) -> int:
         """Earning-rule points, net of reversals, with event time in (as_of - window, as_of]."""
-        return self._qualifying_between(as_of - program.qualifying_window, as_of)
+        return self._qualifying_between(as_of - program.at(as_of).qualifying_window, as_of)
 
     def _qualifying_between(self, start: datetime, end: datetime) -> int:
         """The qualifying points with event time in (start, end]."""
         times, totals = self.qualifying_times, self.qualifying_totals
         return totals[bisect_right(times, end)] - totals[bisect_right(times, start)]
+
+    def tier_at(self, at: datetime) -> str:
+        """The tier the account held at ``at``, by its own tier history.
+
+        An interaction at or after the latest change sees the current tier; a backdated one
+        sees the tier in force at its event time.
+        """
+        changes = self.tier_changes
+        if not changes or at >= changes[-1][0]:
+            return self.tier
+        index = bisect_right(changes, at, key=lambda change: change[0])
+        return changes[index - 1][2] if index else self.starting_tier
+
+    def uses(self, counter: str) -> list[Use]:
+        """The awards a limit counter has paid, by event time."""
+        return self.usage.get(counter, [])
+
+    def paid_in_group(self, rule_id: str, group: str) -> int:
+        """The base points ``rule_id`` has paid in ``group`` (a step day)."""
+        return self.group_paid.get((rule_id, group), 0)
 
     def balance(self, program: Program) -> Balance:
         """The account's balance.
@@ -387,6 +485,7 @@ class PatientAccount(Aggregate):
         latest maintenance that changed them.
         """
         live = [lot for lot in self.lots.values() if lot.remaining > 0]
+        version = program.at(self.latest_event_at) if self.latest_event_at else program.latest
         return Balance(
             patient_id=self.patient_id,
             program_id=self.program_id,
@@ -397,14 +496,14 @@ class PatientAccount(Aggregate):
             lifetime_redeemed=self.lifetime["redeemed"] - self.lifetime["returned"],
             lifetime_expired=self.lifetime["expired"],
             lifetime_reversed=self.lifetime["reversed"],
-            discount_percent=program.spend.discount_percent(self.spend_total),
+            discount_percent=version.spend.discount_percent(self.spend_total),
             spend_total=self.spend_total.quantize(Decimal("0.01")),
             rewards_unlocked=self.rewards_unlocked,
             next_expiry=min((lot.expires_at for lot in live), default=None),
         )
 
     # ---------------------------------------------------------------- handlers
-    def _check(self, interaction: Interaction, program: Program) -> None:
+    def _check(self, interaction: Interaction, version: ProgramVersion) -> None:
         """Guards that refuse an interaction outright (before anything changes)."""
         match interaction:
             case Referral(referee=referee) | Enrolment(referred_by=referee) if (
@@ -425,52 +524,65 @@ class PatientAccount(Aggregate):
                     raise errors.InteractionNotVoidable("the interaction is already voided")
                 if receipt.kind in NOT_VOIDABLE:
                     raise errors.InteractionNotVoidable(
-                        f"{receipt.kind} cannot be voided (cancel redemptions instead)"
+                        f"{receipt.kind} cannot be voided (cancel redemptions, adjust again)"
                     )
-            case Payment(currency=currency) if currency != program.spend.currency:
-                raise errors.CurrencyMismatch(f"payments must be in {program.spend.currency}")
+            case Payment(currency=currency) if currency != version.spend.currency:
+                raise errors.CurrencyMismatch(f"payments must be in {version.spend.currency}")
             case _:
                 pass
 
-    def _on_visit(self, visit: Visit, program: Program) -> None:
-        points = program.visit_points[visit.visit_type]
-        self._earn(visit, program, f"visit.{visit.visit_type}", points)
-        self._check_referral_qualifies(program)
+    def _on_earning(
+        self, interaction: Interaction, program: Program, version: ProgramVersion
+    ) -> None:
+        """Ask the rules in force at the event time what the interaction earns, and record it."""
+        decision = evaluate(version, program.timezone, self, interaction)
+        if not decision.payouts:
+            deciding = next(
+                (s.rule_id for s in decision.steps if s.outcome == decision.reason), None
+            )
+            self._trigger_accepted(
+                program,
+                self.InteractionNoted,
+                interaction,
+                outcome=decision.reason,
+                rule_id=deciding,
+                program_version=version.version,
+            )
+        else:
+            self._pay(interaction, program, version, decision.payouts)
+        if interaction.kind == Visit.kind:
+            self._check_referral_qualifies(program)
 
-    def _on_checkup(self, checkup: Checkup, program: Program) -> None:
-        slot = None
-        if checkup.checkup_type in program.checkups_once_per_year:
-            year = checkup.occurred_at.astimezone(program.timezone).year
-            slot = f"checkup.{checkup.checkup_type}:{year}"
-            if slot in self.slots:
-                self._note(program, checkup, "already_awarded_this_year")
-                return
-        points = program.checkup_points[checkup.checkup_type]
-        self._earn(checkup, program, f"checkup.{checkup.checkup_type}", points, slot=slot)
-
-    def _on_assessment(self, assessment: Assessment, program: Program) -> None:
-        local = assessment.occurred_at.astimezone(program.timezone)
-        slot = f"assessment:{local.year}Q{(local.month - 1) // 3 + 1}"
-        if slot in self.slots:
-            self._note(program, assessment, "already_awarded_this_quarter")
-            return
-        self._earn(assessment, program, "assessment", program.assessment_points, slot=slot)
-
-    def _on_review(self, review: Review, program: Program) -> None:
-        cooldown = program.review_cooldown
-        if any(abs(review.occurred_at - at) < cooldown for at in self.review_times):
-            self._note(program, review, "review_cooldown")
-            return
-        slot = f"review:{review.occurred_at.isoformat()}"
-        self._earn(review, program, "review", program.review_points, slot=slot)
-
-    def _on_steps(self, reading: StepsReading, program: Program) -> None:
-        day = reading.day.isoformat()
-        top_up = program.steps.base_points(reading.steps) - self.step_days.get(day, 0)
-        if top_up <= 0:
-            self._note(program, reading, "no_steps_top_up")
-            return
-        self._earn(reading, program, "activity.steps", top_up, slot=f"steps:{day}")
+    def _pay(
+        self,
+        interaction: Interaction,
+        program: Program,
+        version: ProgramVersion,
+        payouts: tuple[Payout, ...],
+    ) -> None:
+        """Credit each payout as its own lot and entry, then upgrade if a threshold was crossed."""
+        at = interaction.occurred_at
+        credits = self._credits(
+            version,
+            [(p.points, EntryKind.EARNED, p.rule_id) for p in payouts],
+            source=interaction.source,
+            source_id=interaction.source_id,
+            occurred_at=at,
+        )
+        awards = [
+            Award(p.rule_id, p.base_points, p.qualifying, (p.rule_id, *p.counters), p.group, c)
+            for p, c in zip(payouts, credits, strict=True)
+        ]
+        qualifying = sum(a.qualifying for a in awards)
+        self._trigger_accepted(
+            program,
+            self.PointsEarned,
+            interaction,
+            qualifying_delta=(at, qualifying) if qualifying else None,
+            awards=awards,
+            program_version=version.version,
+        )
+        self._upgrade_if_reached(at, program)
 
     def _on_enrolment(self, enrolment: Enrolment, program: Program) -> None:
         self._trigger_accepted(
@@ -489,11 +601,11 @@ class PatientAccount(Aggregate):
                 program,
             )
 
-    def _on_payment(self, payment: Payment, program: Program) -> None:
+    def _on_payment(self, payment: Payment, program: Program, version: ProgramVersion) -> None:
+        spend = version.spend
         spend_total = self.spend_total + payment.amount
         payments = self.payments + 1
-        every = program.spend.reward_every_payments
-        unlocks = payments // every > self.rewards_unlocked
+        unlocks = payments // spend.reward_every_payments > self.rewards_unlocked
         self._trigger_accepted(
             program,
             self.PaymentRecorded,
@@ -501,14 +613,16 @@ class PatientAccount(Aggregate):
             amount=payment.amount,
             currency=payment.currency,
             spend_total=spend_total,
-            discount_percent=program.spend.discount_percent(spend_total),
+            discount_percent=spend.discount_percent(spend_total),
             payments=payments,
-            reward_unlocked=program.spend.reward_id if unlocks else None,
+            reward_unlocked=spend.reward_id if unlocks else None,
         )
 
-    def _on_redemption(self, request: RedemptionRequest, program: Program) -> None:
+    def _on_redemption(
+        self, request: RedemptionRequest, program: Program, version: ProgramVersion
+    ) -> None:
         if request.redemption_id in self.redemptions:
-            self._note(program, request, "redemption_id_repeated")
+            self._note(program, version, request, "redemption_id_repeated")
             return
         if self.available < request.points:
             self._trigger_accepted(
@@ -522,9 +636,9 @@ class PatientAccount(Aggregate):
                 available=self.available,
             )
             return
-        allocations = list(self._take(request.points, prefer=()))
+        allocations = list(take(self.lots, request.points))
         entry = self._entry(
-            request, program, EntryKind.REDEEMED, -request.points, "redemption", "redeemed"
+            request, version, EntryKind.REDEEMED, -request.points, "redemption", "redeemed"
         )
         self._trigger_accepted(
             program,
@@ -536,7 +650,9 @@ class PatientAccount(Aggregate):
             entry=entry,
         )
 
-    def _on_cancellation(self, cancel: RedemptionCancellation, program: Program) -> None:
+    def _on_cancellation(
+        self, cancel: RedemptionCancellation, program: Program, version: ProgramVersion
+    ) -> None:
         record = self.redemptions[cancel.redemption_id]
         at = cancel.occurred_at
         # A lot is dead for returns if it is due by the cancellation's time or has already
@@ -547,11 +663,11 @@ class PatientAccount(Aggregate):
         dead = [a for a in record.allocations if a not in live]
         returning = sum(a.points for a in live)
         debt_repaid = min(self.debt, returning)
-        returned = list(_trim(live, debt_repaid))
+        returned = list(trim(live, debt_repaid))
         entries = [
             self._entry(
                 cancel,
-                program,
+                version,
                 EntryKind.RETURNED,
                 record.points,
                 "redemption.cancel",
@@ -564,7 +680,7 @@ class PatientAccount(Aggregate):
             entries.append(
                 self._entry(
                     cancel,
-                    program,
+                    version,
                     EntryKind.EXPIRED,
                     -expired_points,
                     "expiry",
@@ -583,7 +699,7 @@ class PatientAccount(Aggregate):
             entries=entries,
         )
 
-    def _on_void(self, void: Void, program: Program) -> None:
+    def _on_void(self, void: Void, program: Program, version: ProgramVersion) -> None:
         key = interaction_key(void.voided_source, void.voided_id)
         receipt = self.receipts[key]
         points = receipt.points
@@ -591,15 +707,13 @@ class PatientAccount(Aggregate):
         debt_added = 0
         entry = None
         if points:
-            payable = max(0, min(points, self.available))
-            taken = list(self._take(payable, prefer=receipt.lot_ids))
-            debt_added = points - payable
-            entry = self._entry(void, program, EntryKind.REVERSED, -points, "void", "reversed")
+            taken, debt_added = self._debit(points, prefer=receipt.lot_ids)
+            entry = self._entry(void, version, EntryKind.REVERSED, -points, "void", "reversed")
         spend_total = discount = None
         if receipt.amount is not None:
             spend_total = self.spend_total - receipt.amount
-            discount = program.spend.discount_percent(spend_total)
-        reversal = (receipt.occurred_at, -receipt.base_points) if receipt.base_points else None
+            discount = version.spend.discount_percent(spend_total)
+        reversal = (receipt.occurred_at, -receipt.qualifying) if receipt.qualifying else None
         self._trigger_accepted(
             program,
             self.InteractionVoided,
@@ -614,42 +728,88 @@ class PatientAccount(Aggregate):
             discount_percent=discount,
         )
 
-    # ----------------------------------------------------------------- helpers
-    def _earn(
-        self,
-        interaction: Interaction,
-        program: Program,
-        rule_id: str,
-        base_points: int,
-        slot: str | None = None,
+    def _on_adjustment(
+        self, adjustment: Adjustment, program: Program, version: ProgramVersion
     ) -> None:
-        """Pay an earning rule at the current tier, then upgrade if a threshold was crossed."""
-        points = program.multiply(base_points, program.tier(self.tier))
-        credit = self._new_credit(
-            program,
-            points=points,
-            kind=EntryKind.EARNED,
-            rule_id=rule_id,
-            source=interaction.source,
-            source_id=interaction.source_id,
-            occurred_at=interaction.occurred_at,
-        )
+        """A goodwill credit becomes a lot; a debit takes from lots like a void (may go
+        negative). Adjustments never count toward tiers."""
+        reason, operator = adjustment.reason, adjustment.operator
+        credit = entry = None
+        taken: list[Allocation] = []
+        debt_added = 0
+        if adjustment.points > 0:
+            (credit,) = self._credits(
+                version,
+                [(adjustment.points, EntryKind.ADJUSTED, "adjustment")],
+                source=adjustment.source,
+                source_id=adjustment.source_id,
+                occurred_at=adjustment.occurred_at,
+                reason=reason,
+                operator=operator,
+            )
+        else:
+            taken, debt_added = self._debit(-adjustment.points, prefer=())
+            entry = replace(
+                self._entry(
+                    adjustment,
+                    version,
+                    EntryKind.ADJUSTED,
+                    adjustment.points,
+                    "adjustment",
+                    "adjusted",
+                ),
+                reason=reason,
+                operator=operator,
+            )
         self._trigger_accepted(
             program,
-            self.PointsEarned,
-            interaction,
-            qualifying_delta=(interaction.occurred_at, base_points),
-            rule_id=rule_id,
-            base_points=base_points,
-            slot=slot,
+            self.PointsAdjusted,
+            adjustment,
+            adjustment_id=adjustment.adjustment_id,
             credit=credit,
+            taken=taken,
+            debt_added=debt_added,
+            entry=entry,
         )
-        self._upgrade_if_reached(interaction.occurred_at, program)
+
+    # ----------------------------------------------------------------- helpers
+    def _review_tier(self, as_of: datetime, version: ProgramVersion, qualifying: int) -> None:
+        """Maintenance's tier review: up at once; down by the current tier's policy."""
+        target, current = version.tier_for(qualifying), version.tier(self.tier)
+        if target.threshold == current.threshold:
+            if self.below_since is not None:
+                self.trigger_event(self.TierGraceCleared, tier=self.tier, as_of=as_of)
+            return
+        reason = "maintenance"
+        if target.threshold < current.threshold:
+            if current.downgrade is Downgrade.NEVER:
+                return
+            if current.downgrade is Downgrade.GRACE:
+                if self.below_since is None:
+                    self.trigger_event(
+                        self.TierGraceStarted,
+                        tier=self.tier,
+                        as_of=as_of,
+                        qualifying_points=qualifying,
+                    )
+                    return
+                if as_of < self.below_since + current.grace:
+                    return
+                reason = "grace_ended"
+        self.trigger_event(
+            self.TierChanged,
+            from_tier=self.tier,
+            to_tier=target.name,
+            occurred_at=as_of,
+            reason=reason,
+            qualifying_points=qualifying,
+        )
 
     def _upgrade_if_reached(self, at: datetime, program: Program) -> None:
-        qualifying = self.qualifying_points(at, program)
-        reached = program.tier_for(qualifying)
-        if program.rank(reached.name) > program.rank(self.tier):
+        version = program.at(at)
+        qualifying = self._qualifying_between(at - version.qualifying_window, at)
+        reached = version.tier_for(qualifying)
+        if version.rank(reached.name) > version.rank(self.tier):
             self.trigger_event(
                 self.TierChanged,
                 from_tier=self.tier,
@@ -665,15 +825,14 @@ class PatientAccount(Aggregate):
         first_visit = self.first_visit_at
         if first_visit is None:
             return
-        if not timedelta(0) <= first_visit - self.referred_at <= program.referral.window:
+        referral = program.at(first_visit).referral
+        if not timedelta(0) <= first_visit - self.referred_at <= referral.window:
             return
         credit = None
-        if program.referral.enabled:
-            credit = self._new_credit(
-                program,
-                points=program.referral.referee_bonus,
-                kind=EntryKind.BONUS,
-                rule_id="referral.referee",
+        if referral.enabled:
+            (credit,) = self._credits(
+                program.at(first_visit),
+                [(referral.referee_bonus, EntryKind.BONUS, "referral.referee")],
                 source="careledger:referral",
                 source_id=self.referrer,
                 occurred_at=first_visit,
@@ -682,8 +841,16 @@ class PatientAccount(Aggregate):
             self.ReferralQualified, referrer=self.referrer, qualified_at=first_visit, credit=credit
         )
 
-    def _note(self, program: Program, interaction: Interaction, outcome: str) -> None:
-        self._trigger_accepted(program, self.InteractionNoted, interaction, outcome=outcome)
+    def _note(
+        self, program: Program, version: ProgramVersion, interaction: Interaction, outcome: str
+    ) -> None:
+        self._trigger_accepted(
+            program,
+            self.InteractionNoted,
+            interaction,
+            outcome=outcome,
+            program_version=version.version,
+        )
 
     def _trigger_accepted(
         self,
@@ -700,7 +867,7 @@ class PatientAccount(Aggregate):
         """
         at = interaction.occurred_at
         as_of = max(self.qualifying_as_of or at, at)
-        start = as_of - program.qualifying_window
+        start = as_of - program.at(as_of).qualifying_window
         qualifying = self._qualifying_between(start, as_of)
         if qualifying_delta is not None and start < qualifying_delta[0] <= as_of:
             qualifying += qualifying_delta[1]
@@ -714,41 +881,45 @@ class PatientAccount(Aggregate):
             **facts,
         )
 
-    def _new_credit(
+    def _credits(
         self,
-        program: Program,
+        version: ProgramVersion,
+        payments: list[tuple[int, EntryKind, str]],
         *,
-        points: int,
-        kind: EntryKind,
-        rule_id: str,
         source: str,
         source_id: str,
         occurred_at: datetime,
-    ) -> Credit:
-        entry_id = derived_id(str(self.id), source, source_id, kind.value, rule_id)
-        entry = LedgerEntry(
-            entry_id=entry_id,
-            kind=kind.value,
-            points=points,
-            balance_after=self.available + points,
-            rule_id=rule_id,
-            program_version=program.version,
-            source=source,
-            source_id=source_id,
-            occurred_at=occurred_at,
-        )
-        return Credit(
-            lot_id=entry_id,
-            expires_at=occurred_at + program.lot_lifetime,
-            points=points,
-            debt_repaid=min(self.debt, points),
-            entry=entry,
-        )
+        **notes: str | None,
+    ) -> list[Credit]:
+        """New lots for ``(points, kind, rule id)`` paid in this order; each first repays debt."""
+        credits = []
+        available, debt = self.available, self.debt
+        for points, kind, rule_id in payments:
+            entry_id = derived_id(str(self.id), source, source_id, kind.value, rule_id)
+            available += points
+            entry = LedgerEntry(
+                entry_id=entry_id,
+                kind=kind.value,
+                points=points,
+                balance_after=available,
+                rule_id=rule_id,
+                program_version=version.version,
+                source=source,
+                source_id=source_id,
+                occurred_at=occurred_at,
+                **notes,
+            )
+            repaid = min(debt, points)
+            debt -= repaid
+            credits.append(
+                Credit(entry_id, occurred_at + version.lot_lifetime, points, repaid, entry)
+            )
+        return credits
 
     def _entry(
         self,
         interaction: Interaction,
-        program: Program,
+        version: ProgramVersion,
         kind: EntryKind,
         points: int,
         rule_id: str,
@@ -761,26 +932,16 @@ class PatientAccount(Aggregate):
             points=points,
             balance_after=self.available + points if balance_after is None else balance_after,
             rule_id=rule_id,
-            program_version=program.version,
+            program_version=version.version,
             source=interaction.source,
             source_id=interaction.source_id,
             occurred_at=interaction.occurred_at,
         )
 
-    def _take(self, points: int, prefer: Iterable[UUID]) -> Iterator[Allocation]:
-        """Choose lots to take ``points`` from: ``prefer``-red lots, then soonest-expiring."""
-        preferred = [self.lots[i] for i in prefer if i in self.lots]
-        others = sorted(
-            (lot for lot in self.lots.values() if lot.lot_id not in set(prefer)),
-            key=lambda lot: (lot.expires_at, lot.lot_id),
-        )
-        for lot in [*preferred, *others]:
-            if points <= 0:
-                return
-            n = min(points, lot.remaining)
-            if n > 0:
-                yield Allocation(lot.lot_id, lot.expires_at, n)
-                points -= n
+    def _debit(self, points: int, prefer: tuple[UUID, ...]) -> tuple[list[Allocation], int]:
+        """Take ``points`` from lots (``prefer``-red first); what is missing becomes debt."""
+        payable = max(0, min(points, self.available))
+        return list(take(self.lots, payable, prefer)), points - payable
 
     def _expire_due(self, as_of: datetime, program: Program) -> None:
         if self._expiry_floor is not None and as_of < self._expiry_floor:
@@ -796,7 +957,7 @@ class PatientAccount(Aggregate):
                 points=-lot.remaining,
                 balance_after=self.available - lot.remaining,
                 rule_id="expiry",
-                program_version=program.version,
+                program_version=program.at(lot.expires_at).version,
                 source=lot.source,
                 source_id=lot.source_id,
                 occurred_at=lot.expires_at,
@@ -823,7 +984,7 @@ class PatientAccount(Aggregate):
         self.available += entry.points
         self.lifetime[entry.kind] += abs(entry.points)
 
-    def _credit(self, credit: Credit, source_kind: str) -> None:
+    def _credit(self, credit: Credit) -> None:
         self._count(credit.entry)
         self.debt -= credit.debt_repaid
         remaining = credit.points - credit.debt_repaid
@@ -837,6 +998,24 @@ class PatientAccount(Aggregate):
                 credit.entry.source_id,
             )
 
+    def _use(self, award: Award, at: datetime, source: str, source_id: str) -> None:
+        """An award fills its limit counters, its group and the qualifying points."""
+        if award.qualifying:
+            self._add_qualifying(at, award.qualifying)
+        use = Use(at, interaction_key(source, source_id), award.credit.points)
+        for counter in award.counters:
+            insort(self.usage.setdefault(counter, []), use)
+        if award.group is not None:
+            key = (award.rule_id, award.group)
+            self.group_paid[key] = self.group_paid.get(key, 0) + award.base_points
+
+    def _release(self, award: Award, at: datetime, key: str) -> None:
+        """A voided award frees what it filled (its qualifying points are reversed apart)."""
+        for counter in award.counters:
+            self.usage[counter].remove(Use(at, key, award.credit.points))
+        if award.group is not None:
+            self.group_paid[(award.rule_id, award.group)] -= award.base_points
+
     def _add_qualifying(self, at: datetime, points: int) -> None:
         times, totals = self.qualifying_times, self.qualifying_totals
         index = bisect_right(times, at)
@@ -849,19 +1028,12 @@ class PatientAccount(Aggregate):
         if self._expiry_floor is not None and expires_at < self._expiry_floor:
             self._expiry_floor = expires_at
 
-    def _earn_rule(self, event: PatientAccount.PointsEarned) -> None:
-        self._add_qualifying(event.occurred_at, event.base_points)
-        if event.slot is None:
-            return
-        if event.slot.startswith("steps:"):
-            day = event.slot.removeprefix("steps:")
-            self.step_days[day] = self.step_days.get(day, 0) + event.base_points
-        elif event.slot.startswith("review:"):
-            self.review_times.append(event.occurred_at)
-        else:
-            self.slots.add(event.slot)
+    def _change_tier(self, tier: str, at: datetime) -> None:
+        self.tier = tier
+        self.below_since = None
+        insort(self.tier_changes, (at, len(self.tier_changes), tier))
 
-    def _draw(self, allocations: Iterable[Allocation]) -> None:
+    def _draw(self, allocations: list[Allocation]) -> None:
         # Empty lots stay until their expiry passes, so a cancelled redemption can refill them.
         for allocation in allocations:
             self.lots[allocation.lot_id].remaining -= allocation.points
@@ -897,23 +1069,13 @@ class PatientAccount(Aggregate):
         self.debt += event.debt_added
         if event.entry is not None:
             self._count(event.entry)
-        if receipt.base_points:
-            self._add_qualifying(receipt.occurred_at, -receipt.base_points)
-        if receipt.slot is not None:
-            self._release_slot(receipt)
+        if receipt.qualifying:
+            self._add_qualifying(receipt.occurred_at, -receipt.qualifying)
+        for award in receipt.awards:
+            self._release(award, receipt.occurred_at, event.voided_key)
         if event.spend_total is not None:
             self.spend_total = event.spend_total
             self.payments -= 1
-
-    def _release_slot(self, receipt: Receipt) -> None:
-        slot = receipt.slot or ""
-        if slot.startswith("steps:"):
-            day = slot.removeprefix("steps:")
-            self.step_days[day] -= receipt.base_points
-        elif slot.startswith("review:"):
-            self.review_times.remove(receipt.occurred_at)
-        else:
-            self.slots.discard(slot)
 
     def _expire(self, event: PatientAccount.PointsExpired) -> None:
         self._count(event.entry)
@@ -924,24 +1086,3 @@ class PatientAccount(Aggregate):
             i for i, lot in self.lots.items() if not lot.remaining and lot.expires_at <= passed
         ]:
             del self.lots[lot_id]
-
-
-NOT_VOIDABLE = frozenset({"redemption.requested", "redemption.cancelled", "interaction.voided"})
-
-
-def _trim(allocations: list[Allocation], points: int) -> Iterator[Allocation]:
-    """Drop ``points`` from the front of ``allocations`` (they repay a negative balance)."""
-    for allocation in allocations:
-        cut = min(points, allocation.points)
-        points -= cut
-        if allocation.points - cut > 0:
-            yield replace(allocation, points=allocation.points - cut)
-
-
-def entries_of(event: Any) -> list[LedgerEntry]:
-    """The ledger entries an account event carries (none for most non-point events)."""
-    if (credit := getattr(event, "credit", None)) is not None:
-        return [credit.entry]
-    if (entry := getattr(event, "entry", None)) is not None:
-        return [entry]
-    return list(getattr(event, "entries", ()))

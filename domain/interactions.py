@@ -97,8 +97,26 @@ class Void(Interaction):
     kind = "interaction.voided"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Adjustment(Interaction):
+    """Staff corrected a balance: ``points`` is non-zero, ``reason`` a code, ``operator`` a
+    pseudonymous staff id."""
+
+    adjustment_id: str
+    points: int
+    reason: str
+    operator: str
+    kind = "points.adjusted"
+
+
 # Interactions that do not make a patient "active" for retention: they move points or money
 # but are not engagement with care.
 NOT_ENGAGEMENT = frozenset(
-    {"redemption.requested", "redemption.cancelled", "payment.recorded", "interaction.voided"}
+    {
+        "redemption.requested",
+        "redemption.cancelled",
+        "payment.recorded",
+        "interaction.voided",
+        "points.adjusted",
+    }
 )

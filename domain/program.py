@@ -1,16 +1,30 @@
-"""A loyalty program's rules, as plain values.
+"""A loyalty program as plain values: versions of rules, tiers and mechanics.
 
-The program is data: the default lives in ``domain/programs/clinic-default.json`` and is
-validated when loaded (see ``careledger.programs``). Every ledger entry records
-``Program.version``, so an auditor can tell which rules paid which points.
+The program is data: each shipped program is a file in ``domain/programs/`` validated and
+compiled once when loaded (``careledger.programs``). A program holds versions, each in force
+from its ``effective_from`` instant; an interaction is decided by the version in force at its
+event time, and every ledger entry records that version, so an auditor can tell which rules
+paid which points.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
+from enum import StrEnum
 from zoneinfo import ZoneInfo
+
+from domain.rules.rule import Rule
+
+
+class Downgrade(StrEnum):
+    """When an account below a tier's threshold leaves the tier."""
+
+    AT_REVIEW = "at_review"  # at the next maintenance
+    GRACE = "grace"  # after a grace period spent below the threshold
+    NEVER = "never"  # never (VIP tiers)
 
 
 @dataclass(frozen=True)
@@ -20,20 +34,9 @@ class Tier:
     name: str
     threshold: int
     multiplier: Decimal
-
-
-@dataclass(frozen=True)
-class StepsRule:
-    """Daily step totals: the day's highest reading earns the best band it reaches."""
-
-    bands: tuple[tuple[int, int], ...]  # (minimum steps, points), highest minimum first
-
-    def base_points(self, steps: int) -> int:
-        """The points a day with ``steps`` steps is worth before any tier multiplier."""
-        for minimum, points in self.bands:
-            if steps >= minimum:
-                return points
-        return 0
+    benefits: tuple[str, ...] = ()
+    downgrade: Downgrade = Downgrade.AT_REVIEW
+    grace: timedelta = timedelta(0)  # for Downgrade.GRACE
 
 
 @dataclass(frozen=True)
@@ -71,28 +74,29 @@ class SpendRule:
 
 
 @dataclass(frozen=True)
-class Program:
-    """Every number the ledger decides with, for one program at one version."""
+class ProgramVersion:
+    """Every rule and number the ledger decides with, for one version of a program."""
 
-    program_id: str
     version: str
-    visit_points: dict[str, int]
-    checkup_points: dict[str, int]
-    checkups_once_per_year: frozenset[str]
-    assessment_points: int
-    review_points: int
-    review_cooldown: timedelta
-    steps: StepsRule
+    effective_from: datetime
+    rules: tuple[Rule, ...]
     tiers: tuple[Tier, ...]  # ascending thresholds, the first at 0
     qualifying_window: timedelta
     lot_lifetime: timedelta
     referral: ReferralRule
     spend: SpendRule
-    timezone: ZoneInfo  # calendar years and quarters are the program's local ones
     tier_names: tuple[str, ...] = field(init=False)
+    earning_rules: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
+    boosts: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier_names", tuple(t.name for t in self.tiers))
+        earning: dict[str, list[Rule]] = {}
+        boosts: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            (boosts if rule.award.is_boost else earning).setdefault(rule.on, []).append(rule)
+        object.__setattr__(self, "earning_rules", {k: tuple(v) for k, v in earning.items()})
+        object.__setattr__(self, "boosts", {k: tuple(v) for k, v in boosts.items()})
 
     def tier(self, name: str) -> Tier:
         """The tier called ``name``."""
@@ -107,10 +111,56 @@ class Program:
         return reached
 
     def rank(self, tier_name: str) -> int:
-        """The position of a tier, bronze lowest."""
+        """The position of a tier, the starting tier lowest."""
         return self.tier_names.index(tier_name)
+
+    def listens_to(self, kind: str) -> bool:
+        """Whether any earning rule of this version is about interactions of ``kind``."""
+        return kind in self.earning_rules
 
     @staticmethod
     def multiply(base_points: int, tier: Tier) -> int:
         """Apply a tier multiplier, rounding down as the rules say."""
         return int((Decimal(base_points) * tier.multiplier).to_integral_value(rounding=ROUND_FLOOR))
+
+
+@dataclass(frozen=True)
+class Program:
+    """A program: its identity, its calendar and its versions (ascending ``effective_from``).
+
+    Every version names the same tiers in the same order (the loader checks it), so an
+    account's tier history reads the same under any version.
+    """
+
+    program_id: str
+    timezone: ZoneInfo  # calendar days, weeks, months, quarters and years are local ones
+    versions: tuple[ProgramVersion, ...]
+    _starts: tuple[datetime, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_starts", tuple(v.effective_from for v in self.versions))
+
+    def at(self, when: datetime) -> ProgramVersion:
+        """The version in force at ``when`` (the first version before it came into force)."""
+        index = bisect_right(self._starts, when) - 1
+        return self.versions[max(index, 0)]
+
+    @property
+    def latest(self) -> ProgramVersion:
+        """The newest version."""
+        return self.versions[-1]
+
+    @property
+    def starting_tier(self) -> str:
+        """The tier every account starts in: the lowest."""
+        return self.versions[0].tiers[0].name
+
+    @property
+    def tier_names(self) -> tuple[str, ...]:
+        """The tiers, lowest first (the same in every version)."""
+        return self.versions[0].tier_names
+
+    @property
+    def currency(self) -> str:
+        """The program's currency (payments in another are refused)."""
+        return self.latest.spend.currency

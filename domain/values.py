@@ -22,6 +22,7 @@ class EntryKind(StrEnum):
     RETURNED = "returned"  # a cancelled redemption gave them back (positive)
     EXPIRED = "expired"  # a lot reached its expiry (negative)
     REVERSED = "reversed"  # a void took back what an interaction earned (negative)
+    ADJUSTED = "adjusted"  # staff corrected the balance (either sign)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class LedgerEntry:
     source: str
     source_id: str
     occurred_at: datetime
+    reason: str | None = None  # a code: why an adjustment was made, why nothing was paid
+    operator: str | None = None  # the pseudonymous staff id behind an adjustment
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,25 @@ class Allocation:
     points: int
 
 
+@dataclass(frozen=True)
+class Award:
+    """What one rule paid for one interaction: the credit, and what it counts toward.
+
+    ``counters`` are the usage counters the award fills (the rule's own id and any shared
+    limit counter); ``group`` is the group a top-up award belongs to (a step day).
+    """
+
+    rule_id: str
+    base_points: int
+    qualifying: int
+    counters: tuple[str, ...]
+    group: str | None
+    credit: Credit
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counters", tuple(self.counters))  # stored as a JSON list
+
+
 @dataclass
 class Lot:
     """Points earned together, expiring together. ``remaining`` never goes below zero."""
@@ -78,16 +100,15 @@ class Lot:
 class Receipt:
     """What an accepted interaction did, kept so a void can reverse exactly that.
 
-    ``slot`` names the frequency cap the interaction used (a calendar year, a quarter, a
-    review, a step day) so a void can free it again.
+    ``awards`` are what its rules paid (a void frees the limits and groups they used).
     """
 
     kind: str
     occurred_at: datetime
     lot_ids: tuple[UUID, ...] = ()
     points: int = 0
-    base_points: int = 0
-    slot: str | None = None
+    qualifying: int = 0
+    awards: tuple[Award, ...] = ()
     amount: Decimal | None = None
     voided: bool = False
 

@@ -12,8 +12,6 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-# PatientAccount starts every account at this tier (it is not a program setting).
-INITIAL_TIER = "bronze"
 CENT = Decimal("0.01")
 
 
@@ -26,7 +24,7 @@ class BalanceRow:
     account_id: UUID
     updated_at: datetime
     available: int = 0
-    tier: str = INITIAL_TIER
+    tier: str = ""  # the program's starting tier (from Opened) until a TierChanged
     qualifying_points: int = 0
     lifetime_earned: int = 0
     lifetime_redeemed: int = 0

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from uuid import UUID
 
+from domain.interactions import NOT_ENGAGEMENT
 from domain.values import EntryKind
 from projections.changes import CENT, BalanceRow, BatchChanges, month_index, utc_day
 from projections.stored import (
@@ -29,9 +30,7 @@ from projections.stored import (
 log = logging.getLogger(__name__)
 
 # Accepted interactions that do not make a patient "active" (retention, active_patients).
-NOT_ACTIVITY = frozenset(
-    {"redemption.requested", "redemption.cancelled", "payment.recorded", "interaction.voided"}
-)
+NOT_ACTIVITY = NOT_ENGAGEMENT
 
 
 class UnknownAccount(LookupError):
@@ -79,6 +78,7 @@ class Fold:
             patient_id=facts.patient_id,
             account_id=recorded.originator_id,
             updated_at=facts.timestamp.value,
+            tier=facts.starting_tier,
         )
 
     def _qualifying_changed(self, recorded: Recorded) -> None:

@@ -25,7 +25,7 @@ import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import resolve_topic
 
-from domain.account import PatientAccount
+from domain.account import LEGACY_STARTING_TIER, PatientAccount
 from domain.rejection import RejectedInput
 
 T = TypeVar("T")
@@ -66,16 +66,26 @@ class Facts(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 class OpenedFacts(Facts, frozen=True, gc=False, kw_only=True):
     program_id: str
     patient_id: str
+    starting_tier: str = LEGACY_STARTING_TIER  # not stored by accounts opened before it was
+
+
+class Award(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """An ``Award`` as stored: only its credit is read."""
+
+    credit: Wrapped[Credit]
 
 
 class AccountFacts(Facts, frozen=True, gc=False, kw_only=True):
     """An account event: the ledger entries it carries, if any (as ``entries_of``)."""
 
+    awards: list[Wrapped[Award]] | None = None
     credit: Wrapped[Credit] | None = None
     entry: Wrapped[Entry] | None = None
     entries: list[Wrapped[Entry]] = []
 
     def ledger_entries(self) -> list[Entry]:
+        if self.awards is not None:
+            return [award.value.credit.value.entry.value for award in self.awards]
         if self.credit is not None:
             return [self.credit.value.entry.value]
         if self.entry is not None:
@@ -130,6 +140,11 @@ def facts_type(cls: type) -> type[Facts]:
     return next((facts for base, facts in _FACTS if issubclass(cls, base)), Facts)
 
 
+# Classes whose facts read every stored version as it is (PointsEarned v1's ``credit`` and
+# v2's ``awards`` are both fields of AccountFacts), so they skip the mapper's upcasting.
+READ_AT_EVERY_VERSION: frozenset[type] = frozenset({PatientAccount.PointsEarned})
+
+
 class Recorded(msgspec.Struct, frozen=True, gc=False):
     """One ledger event as the read models see it: its position in the global order, its
     aggregate, its class and its facts. (A struct: a tenth of a frozen dataclass's cost to
@@ -167,7 +182,7 @@ class StoredReader:
 
     def _learn(self, topic: str) -> _Topic:
         cls = resolve_topic(topic)
-        upcast = getattr(cls, "class_version", 1) != 1
+        upcast = getattr(cls, "class_version", 1) != 1 and cls not in READ_AT_EVERY_VERSION
         decode = msgspec.json.Decoder(facts_type(cls)).decode
         learnt = self._topics[topic] = _Topic(cls, decode, self._transformed or upcast)
         return learnt

@@ -13,10 +13,10 @@ from typing import IO, Any
 
 from careledger.bootstrap import build_ledger
 from careledger.ledger import DUPLICATE, REJECTED, Inbound, Ledger, Result
-from careledger.programs import DEFAULT_PROGRAM_ID
 from careledger.queries import dead_letters
 from careledger.rendering import to_json
 from careledger.settings import Settings
+from schemas.v1 import DEFAULT_PROGRAM_ID
 
 
 def register(subparsers: Any) -> None:

@@ -82,7 +82,7 @@ async def collect(settings: Settings, program_id: str | None = None) -> Report:
     patient holds yet, which only the program definitions know.
     """
     programs = load_programs([settings.programs_dir] if settings.programs_dir else [])
-    tier_order = {pid: [tier.name for tier in program.tiers] for pid, program in programs.items()}
+    tier_order = {pid: list(program.tier_names) for pid, program in programs.items()}
     engine = connect(settings.database_url, settings.database_schema)
     try:
         async with engine.connect() as conn:

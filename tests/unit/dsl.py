@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,6 +15,14 @@ from domain.program import Program
 from domain.values import LedgerEntry
 
 DEFAULT: Program = builtin_programs()["clinic-default"]
+
+
+def with_version(program: Program, **changes: Any) -> Program:
+    """``program`` with its (only) version's fields changed, e.g. ``referral=...``."""
+    (version,) = program.versions
+    return replace(program, versions=(replace(version, **changes),))
+
+
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 _ids = itertools.count(1)
 
@@ -93,6 +101,23 @@ def cancel(
     redemption_id: str = "r-1", when: datetime | None = None, *, id: str | None = None
 ) -> di.RedemptionCancellation:
     return di.RedemptionCancellation(**_cause(when, "portal", id), redemption_id=redemption_id)
+
+
+def adjust(
+    points: int,
+    when: datetime | None = None,
+    reason: str = "goodwill",
+    operator: str = "staff-7",
+    *,
+    id: str | None = None,
+) -> di.Adjustment:
+    return di.Adjustment(
+        **_cause(when, "crm", id),
+        adjustment_id=f"adj-{next(_ids)}",
+        points=points,
+        reason=reason,
+        operator=operator,
+    )
 
 
 def void(target: di.Interaction, when: datetime | None = None, *, id: str | None = None) -> di.Void:

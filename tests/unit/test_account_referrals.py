@@ -17,11 +17,22 @@ import pytest
 from domain import errors
 from domain.account import PatientAccount, entries_of
 from domain.program import Program
-from tests.unit.dsl import DEFAULT, Ledger, at, checkup, enrol, redeem, refer, visit, void
+from tests.unit.dsl import (
+    DEFAULT,
+    Ledger,
+    at,
+    checkup,
+    enrol,
+    redeem,
+    refer,
+    visit,
+    void,
+    with_version,
+)
 
 REFERRER, REFEREE = "patient-1", "patient-2"
 SECOND = timedelta(seconds=1)
-NO_REFERRALS = replace(DEFAULT, referral=replace(DEFAULT.referral, enabled=False))
+NO_REFERRALS = with_version(DEFAULT, referral=replace(DEFAULT.latest.referral, enabled=False))
 
 
 def happened(events: list[Any]) -> list[str]:

@@ -3,7 +3,6 @@ set the tier; upgrades follow the crossing event, downgrades wait for maintenanc
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 
 from domain.account import entries_of
 from domain.program import Tier
-from tests.unit.dsl import DEFAULT, Ledger, at, checkup, steps, visit, void
+from tests.unit.dsl import DEFAULT, Ledger, at, checkup, steps, visit, void, with_version
 
 SECOND = timedelta(seconds=1)
 DAY = date(2026, 1, 5)
@@ -112,7 +111,7 @@ def test_gold_to_platinum_crossing_earns_at_gold() -> None:
 
 
 def test_one_event_can_cross_several_thresholds() -> None:
-    low = replace(
+    low = with_version(
         DEFAULT,
         tiers=(
             Tier("bronze", 0, Decimal("1.00")),

@@ -7,7 +7,8 @@ history with every event type, and check that upcasting and malformed states are
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from uuid import uuid4
 
@@ -18,10 +19,13 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import register_topic
 
 from domain.account import PatientAccount, entries_of
+from domain.program import Downgrade
 from domain.rejection import RejectedInput
 from projections.stored import Entry, Wrapped, facts_type
 from tests.unit.dsl import (
+    DEFAULT,
     Ledger,
+    adjust,
     at,
     cancel,
     checkup,
@@ -32,10 +36,18 @@ from tests.unit.dsl import (
     steps,
     visit,
     void,
+    with_version,
 )
 from tests.unit.stored_events import MAPPER, READER, as_stored
 
-ENTRY_FIELDS = ("credit", "entry", "entries")
+GRACE = with_version(
+    DEFAULT,
+    tiers=tuple(
+        replace(tier, downgrade=Downgrade.GRACE, grace=timedelta(days=60))
+        for tier in DEFAULT.latest.tiers
+    ),
+)
+ENTRY_FIELDS = ("awards", "credit", "entry", "entries")
 
 
 def every_event_type() -> list[Any]:
@@ -65,6 +77,11 @@ def every_event_type() -> list[Any]:
         void(first, at(21)),
     )
     referrer.maintain(at(420))  # expiry, qualifying window, tier down
+    referrer.given(adjust(40, at(421)), adjust(-90, at(422)))  # a credit, a debit into debt
+    graced = Ledger(program=GRACE, patient_id="patient-3").given(*[visit(at(0)) for _ in range(10)])
+    graced.maintain(at(400))  # below silver: the grace period starts
+    graced.given(*[visit(at(401)) for _ in range(10)])
+    graced.maintain(at(402))  # back at silver: the grace is cleared
     rejected = RejectedInput.record(
         origin="file:in.jsonl:7",
         code="invalid_field",
@@ -76,6 +93,7 @@ def every_event_type() -> list[Any]:
     return [
         *referrer.account.pending_events,
         *referee.account.pending_events,
+        *graced.account.pending_events,
         *rejected.collect_events(),
     ]
 

@@ -1,0 +1,186 @@
+"""The program definition file: the contract a program manager writes a program in.
+
+A program file (YAML, or JSON, which YAML reads too) holds a program's identity and calendar
+and its versions, each complete and in force from ``effective_from``. These pydantic models
+check the file's structure; ``careledger.programs`` checks what structure cannot (ascending
+thresholds, known fields, conditions that compile) and compiles it for the ledger. The JSON
+Schema under ``schemas/json/program.schema.json`` is generated from these models.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Points = Annotated[int, Field(ge=0, le=10_000_000, strict=True)]
+PositivePoints = Annotated[int, Field(ge=1, le=10_000_000, strict=True)]
+Days = Annotated[int, Field(ge=1, le=3660, strict=True)]
+Code = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+RuleId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")]
+Percent = Annotated[int, Field(ge=0, le=100, strict=True)]
+Money = Annotated[Decimal, Field(gt=0, decimal_places=2)]
+EARNING_INTERACTIONS = (
+    "visit.completed",
+    "checkup.completed",
+    "assessment.completed",
+    "review.submitted",
+    "activity.reading",
+)
+EarningInteraction = Literal[
+    "visit.completed",
+    "checkup.completed",
+    "assessment.completed",
+    "review.submitted",
+    "activity.reading",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FixedAward(_Strict):
+    """A fixed number of points per interaction."""
+
+    points: PositivePoints
+
+
+class PerAmount(_Strict):
+    """``rate`` points per 1.00 of a money field of the interaction, rounded down."""
+
+    field: Literal["amount"] = "amount"
+    rate: Annotated[Decimal, Field(gt=0, le=1000, decimal_places=4)]
+
+
+class PerAmountAward(_Strict):
+    per_amount: PerAmount
+
+
+class Band(_Strict):
+    min: Annotated[int, Field(ge=1, le=10_000_000, strict=True)]
+    points: PositivePoints
+
+
+class BestOf(_Strict):
+    """The best band a reading of ``field`` reaches, once per ``group_by`` (a day); a better
+    reading of the same group later tops up what the group already earned."""
+
+    field: str = "steps"
+    group_by: str = "day"
+    bands: Annotated[list[Band], Field(min_length=1)]
+    reason: Code = Field(default="no_top_up", description="reason code when nothing is topped up")
+
+
+class BestOfAward(_Strict):
+    best_of: BestOf
+
+
+class Boost(_Strict):
+    """A campaign: multiply (2.00 doubles) or add to what other rules paid the interaction."""
+
+    multiply: Annotated[Decimal, Field(gt=1, le=10, decimal_places=2)] | None = None
+    add: PositivePoints | None = None
+    applies_to: list[RuleId] = Field(
+        default_factory=list, description="rule ids it boosts; empty: every rule that paid"
+    )
+
+
+class BoostAward(_Strict):
+    boost: Boost
+
+
+class Limit(_Strict):
+    """At most ``awards`` awards and/or ``points`` points per period (program time zone)."""
+
+    per: Literal["day", "iso_week", "month", "quarter", "year", "rolling_days", "lifetime"]
+    days: Days | None = Field(default=None, description="for per: rolling_days")
+    awards: PositivePoints | None = None
+    points: PositivePoints | None = None
+    counter: RuleId | None = Field(
+        default=None, description="share this limit with other rules naming the same counter"
+    )
+    reason: Code = Field(default="capped", description="reason code when the limit refuses")
+
+
+class Window(_Strict):
+    """Interactions with event time in [from, until) only (a campaign)."""
+
+    from_: AwareDatetime | None = Field(default=None, alias="from")
+    until: AwareDatetime | None = None
+
+
+class RuleFile(_Strict):
+    """An earning rule: on an interaction, if it matches, pay an award within limits."""
+
+    id: RuleId
+    on: EarningInteraction
+    match: dict[str, str | list[str]] = Field(
+        default_factory=dict, description="data field -> value or values (exact match)"
+    )
+    when: str | None = Field(default=None, description="a CEL condition (see docs/rules.md)")
+    award: FixedAward | PerAmountAward | BestOfAward | BoostAward
+    limits: list[Limit] = Field(default_factory=list)
+    window: Window | None = None
+    tier_multiplier: bool = True
+    counts_toward_tier: bool | None = Field(
+        default=None, description="default: true for awards, false for boosts"
+    )
+
+
+class TierFile(_Strict):
+    name: Code
+    threshold: Points
+    multiplier: Annotated[Decimal, Field(ge=Decimal("1"), le=Decimal("10"), decimal_places=2)]
+    benefits: list[Code] = Field(default_factory=list)
+    downgrade: Literal["at_review", "grace", "never"] = "at_review"
+    grace_days: Days | None = Field(default=None, description="for downgrade: grace")
+
+
+class Qualification(_Strict):
+    basis: Literal["qualifying_points"] = "qualifying_points"
+    window_days: Days
+
+
+class Referral(_Strict):
+    enabled: bool
+    window_days: Days
+    referrer_bonus: Points
+    referee_bonus: Points
+
+
+class Spend(_Strict):
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    discount_threshold: Money
+    discount_base_percent: Percent
+    discount_step: Money
+    discount_step_percent: Percent
+    discount_max_percent: Percent
+    reward_every_payments: Annotated[int, Field(ge=1, le=1000, strict=True)]
+    reward_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+
+
+class VersionFile(_Strict):
+    """One complete version of a program's rules."""
+
+    version: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")]
+    effective_from: AwareDatetime
+    lot_lifetime_days: Days
+    qualification: Qualification
+    tiers: Annotated[list[TierFile], Field(min_length=1)]
+    rules: list[RuleFile]
+    referral: Referral
+    spend: Spend
+
+
+class ProgramFile(_Strict):
+    """A program definition file."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"title": "careledger program"}
+    )
+
+    program_id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+    timezone: str = Field(description="IANA time zone of the program's calendar")
+    versions: Annotated[list[VersionFile], Field(min_length=1)]
