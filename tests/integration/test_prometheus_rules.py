@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from careledger import prometheus_server
+
 pytestmark = pytest.mark.integration
 
 OPS = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
@@ -118,3 +120,8 @@ def test_every_alert_has_a_firing_case_and_a_quiet_case(alert: str) -> None:
 
 def test_every_rules_file_is_loaded_by_a_rule_test() -> None:
     assert {path.resolve() for path in _rules_files()} <= _cases().rules_files
+
+
+def test_the_demo_and_the_live_test_load_the_rules_the_deployment_loads() -> None:
+    deployed = {(OPS / name).resolve() for name in _load(CONFIG)["rule_files"]}
+    assert {path.resolve() for path in prometheus_server.rules_files()} == deployed
