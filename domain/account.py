@@ -570,7 +570,15 @@ class PatientAccount(Aggregate):
             occurred_at=at,
         )
         awards = [
-            Award(p.rule_id, p.base_points, p.qualifying, (p.rule_id, *p.counters), p.group, c)
+            Award(
+                p.rule_id,
+                p.base_points,
+                p.qualifying,
+                tuple(dict.fromkeys((p.rule_id, *p.counters))),
+                p.group,
+                c,
+                p.limit,
+            )
             for p, c in zip(payouts, credits, strict=True)
         ]
         qualifying = sum(a.qualifying for a in awards)

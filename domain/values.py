@@ -80,6 +80,7 @@ class Award:
     counters: tuple[str, ...]
     group: str | None
     credit: Credit
+    limit: str | None = None  # the limit that trimmed it, if one did
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "counters", tuple(self.counters))  # stored as a JSON list
