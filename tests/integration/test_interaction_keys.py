@@ -36,7 +36,7 @@ __all__ = ["analyst"]  # a fixture, imported for the analyst-role test
 
 PROGRAM = "clinic-default"
 OTHER_PROGRAM = "clinic-two"
-DEFAULT_FILE = Path(__file__).parents[2] / "domain" / "programs" / "clinic-default.json"
+PROGRAMS_DIR = Path(__file__).parents[2] / "domain" / "programs"
 ID_CONFLICT = ("rejected", "id_conflict")
 
 
@@ -50,8 +50,10 @@ def ledger_for(db: Database, tmp_path: Path) -> Ledger:
     programs = tmp_path / "programs"
     if not programs.exists():
         programs.mkdir()
-        text = DEFAULT_FILE.read_text(encoding="utf-8").replace(PROGRAM, OTHER_PROGRAM)
-        (programs / f"{OTHER_PROGRAM}.json").write_text(text, encoding="utf-8")
+        # The shipped program under another id, in whatever format it is shipped in.
+        (shipped,) = PROGRAMS_DIR.glob(f"{PROGRAM}.*")
+        text = shipped.read_text(encoding="utf-8").replace(PROGRAM, OTHER_PROGRAM)
+        (programs / f"{OTHER_PROGRAM}{shipped.suffix}").write_text(text, encoding="utf-8")
     return build_ledger(
         Settings(database_url=db.url, database_schema=db.schema, programs_dir=programs)
     )
