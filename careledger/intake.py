@@ -62,6 +62,14 @@ def to_interaction(event: v1.InteractionV1) -> Addressed:
                 voided_id=data.voided_id,
                 reason=data.reason,
             )
+        case v1.PointsAdjustedV1(data=data):
+            interaction = di.Adjustment(
+                **cause,
+                adjustment_id=data.adjustment_id,
+                points=data.points,
+                reason=data.reason,
+                operator=data.operator,
+            )
         case _:
             raise TypeError(f"no domain interaction for {type(event).__name__}")
     return Addressed(event.programid, event.subject, interaction)

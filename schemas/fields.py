@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BeforeValidator,
     Field,
@@ -28,6 +29,8 @@ EVENT_ID_RULE = (
 )
 ID_RULE = "must be 1 to 64 characters from A-Z a-z 0-9 . _ : -"
 PATIENT_ID_RULE = "must be a pseudonymous patient id: 1 to 64 characters from A-Z a-z 0-9 . _ : -"
+STAFF_ID_RULE = "must be a pseudonymous staff id: 1 to 64 characters from A-Z a-z 0-9 . _ : -"
+ADJUSTMENT_POINTS_RULE = "must be a non-zero integer from -1000000 to 1000000"
 PROGRAM_ID_RULE = (
     "must be a program id: a lower-case letter or digit, then up to 63 lower-case letters, "
     "digits or hyphens"
@@ -53,6 +56,7 @@ EventSource = Annotated[
 ]
 Id = Annotated[str, StringConstraints(strict=True, pattern=_ID)]
 PatientId = Id
+StaffId = Id
 ProgramId = Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 Channel = Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z0-9_-]{1,32}$")]
 ReasonCode = Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z0-9_]{1,64}$")]
@@ -66,6 +70,17 @@ def _int_rule(low: int, high: int) -> str:
 def bounded_int(low: int, high: int) -> Any:
     """A strict int field in [low, high] whose description states the rule."""
     return Field(strict=True, ge=low, le=high, description=_int_rule(low, high))
+
+
+def adjustment_points() -> Any:
+    """A strict, non-zero int field in [-1000000, 1000000]: an adjustment of 0 adjusts nothing."""
+    return Field(
+        strict=True,
+        ge=-1_000_000,
+        le=1_000_000,
+        description=ADJUSTMENT_POINTS_RULE,
+        json_schema_extra={"not": {"const": 0}},
+    )
 
 
 _RFC3339 = re.compile(
@@ -159,3 +174,13 @@ Amount = Annotated[
     PlainSerializer(lambda amount: format(amount, "f"), return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,2})?$"}),
 ]
+
+
+def _non_zero(value: int) -> int:
+    if value == 0:
+        raise _fail("points_zero")
+    return value
+
+
+# The range is on the field (adjustment_points); zero is refused here with its own kind.
+NonZeroPoints = Annotated[int, AfterValidator(_non_zero)]

@@ -38,6 +38,7 @@ _KINDS: Final = {
     "date_range": "not a real calendar date",
     "amount_format": "not a plain decimal with at most 2 places",
     "amount_range": "out of range",
+    "points_zero": "zero adjusts nothing",
 }
 
 

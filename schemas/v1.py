@@ -21,6 +21,7 @@ from schemas.fields import (
     PATIENT_ID_RULE,
     PROGRAM_ID_RULE,
     REASON_CODE_RULE,
+    STAFF_ID_RULE,
     TIME_RULE,
     Amount,
     Channel,
@@ -29,10 +30,13 @@ from schemas.fields import (
     EventSource,
     Id,
     IsoDay,
+    NonZeroPoints,
     PatientId,
     ProgramId,
     ReasonCode,
     Rfc3339Time,
+    StaffId,
+    adjustment_points,
     bounded_int,
 )
 
@@ -139,6 +143,15 @@ class InteractionVoidedDataV1(_Strict):
     reason: ReasonCode = _rule(REASON_CODE_RULE)
 
 
+class PointsAdjustedDataV1(_Strict):
+    """Staff corrected the balance (a goodwill credit or a debit); the reason is a code."""
+
+    adjustment_id: Id = _rule(ID_RULE)
+    points: NonZeroPoints = adjustment_points()
+    reason: ReasonCode = _rule(REASON_CODE_RULE)
+    operator: StaffId = _rule(STAFF_ID_RULE)
+
+
 class EnvelopeV1(_Strict):
     """CloudEvents 1.0 attributes common to every v1 interaction."""
 
@@ -238,6 +251,13 @@ class InteractionVoidedV1(EnvelopeV1):
     data: InteractionVoidedDataV1 = _rule(_DATA_RULE)
 
 
+class PointsAdjustedV1(EnvelopeV1):
+    """points.adjusted: staff credited or debited the subject's points."""
+
+    type: Literal["points.adjusted"] = _rule('must be "points.adjusted"')
+    data: PointsAdjustedDataV1 = _rule(_DATA_RULE)
+
+
 InteractionV1: TypeAlias = Annotated[
     PatientEnrolledV1
     | VisitCompletedV1
@@ -249,7 +269,8 @@ InteractionV1: TypeAlias = Annotated[
     | PaymentRecordedV1
     | RedemptionRequestedV1
     | RedemptionCancelledV1
-    | InteractionVoidedV1,
+    | InteractionVoidedV1
+    | PointsAdjustedV1,
     Field(discriminator="type"),
 ]
 

@@ -23,6 +23,7 @@ from schemas.v1 import (
     MAX_EVENT_BYTES,
     MODELS_BY_TYPE,
     PaymentRecordedV1,
+    PointsAdjustedV1,
     ReviewSubmittedV1,
 )
 from schemas.validation import InvalidInteraction, parse_interaction
@@ -42,6 +43,12 @@ MINIMAL_DATA: dict[str, dict[str, Any]] = {
     "redemption.requested": {"redemption_id": "r-1", "reward_id": "w-1", "points": 500},
     "redemption.cancelled": {"redemption_id": "r-1"},
     "interaction.voided": {"voided_id": "e-0", "voided_source": "clinic/a", "reason": "dup_entry"},
+    "points.adjusted": {
+        "adjustment_id": "adj-1",
+        "points": 250,
+        "reason": "goodwill",
+        "operator": "staff:77",
+    },
 }
 OPTIONAL_DATA: dict[str, dict[str, Any]] = {
     "patient.enrolled": {"referred_by": "p-9"},
@@ -502,6 +509,35 @@ def test_integers_are_strict(event_type: str, field: str, low: int, high: int, b
     assert exc.reason.startswith(f"data.{field}: must be an integer from {low} to {high}")
 
 
+ADJUSTMENT_RULE = "data.points: must be a non-zero integer from -1000000 to 1000000"
+
+
+@pytest.mark.parametrize("points", [1, -1, 1_000_000, -1_000_000])
+def test_adjustments_credit_or_debit_up_to_a_million(points: int) -> None:
+    parsed = parse_interaction(json.dumps(event("points.adjusted", data_points=points)), now=NOW)
+    assert isinstance(parsed, PointsAdjustedV1)
+    assert parsed.data.points == points
+    assert parsed.data.operator == "staff:77"
+
+
+def test_an_adjustment_of_zero_is_refused_naming_the_field() -> None:
+    exc = rejected(event("points.adjusted", data_points=0), "invalid_field")
+    assert exc.reason == f"{ADJUSTMENT_RULE} (zero adjusts nothing)"
+
+
+@pytest.mark.parametrize("points", [1_000_001, -1_000_001, 10**12])
+def test_adjustments_beyond_a_million_are_out_of_range(points: int) -> None:
+    exc = rejected(event("points.adjusted", data_points=points), "invalid_field")
+    assert exc.reason == f"{ADJUSTMENT_RULE} (out of range)"
+    assert str(points) not in exc.reason
+
+
+@pytest.mark.parametrize("bad", [True, False, 3.0, "3", None, [3]])
+def test_adjustment_points_are_strict_integers(bad: object) -> None:
+    exc = rejected(event("points.adjusted", data_points=bad), "invalid_field")
+    assert exc.reason == f"{ADJUSTMENT_RULE} (wrong JSON type)"
+
+
 def test_huge_numbers_are_rejected_not_crashes() -> None:
     exc = rejected(event(data_rating=10**99), "invalid_field")
     assert exc.reason.endswith("(out of range)")
@@ -574,6 +610,12 @@ def test_bad_currencies_are_rejected(currency: object) -> None:
         ("interaction.voided", "voided_id", "a\nb"),
         ("interaction.voided", "voided_source", "x" * 257),
         ("interaction.voided", "reason", "Patient asked to remove it"),
+        ("points.adjusted", "adjustment_id", "adj 1"),
+        ("points.adjusted", "reason", "Goodwill"),
+        ("points.adjusted", "operator", "Dr. Smith"),
+        ("points.adjusted", "operator", "staff/7"),
+        ("points.adjusted", "operator", "x" * 65),
+        ("points.adjusted", "operator", 7),
     ],
 )
 def test_bad_data_values_are_rejected(event_type: str, field: str, bad: object) -> None:
@@ -617,6 +659,8 @@ def test_several_errors_report_a_stable_first_and_a_count() -> None:
         event("visit.completed", data_visit_type=SECRET),
         event("activity.reading", data_day=SECRET),
         event("interaction.voided", data_reason=SECRET),
+        event("points.adjusted", data_operator=f"Dr {SECRET}"),
+        event("points.adjusted", data_reason=SECRET),
     ],
 )
 def test_rejections_never_echo_the_value(doc: dict[str, Any]) -> None:
@@ -761,13 +805,32 @@ def test_schema_files_name_their_dialect_id_and_title() -> None:
     assert [entry["type"] for entry in index["events"]] == list(EVENT_TYPES)
 
 
+def test_program_file_schema_is_published_with_the_file_field_names() -> None:
+    schema = json.loads((generate.JSON_DIR / generate.PROGRAM_SCHEMA).read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"] == "https://careledger.dev/schemas/program.schema.json"
+    assert schema["title"] == "careledger program"
+    assert schema["required"] == ["program_id", "timezone", "versions"]
+    window = schema["$defs"]["Window"]["properties"]
+    assert set(window) == {"from", "until"}  # the alias a program file uses, not from_
+
+
 def test_check_names_stale_missing_and_stray_files(tmp_path: Path) -> None:
     assert generate.main(["--dir", str(tmp_path)]) == 0
     assert generate.check(tmp_path) == []
-    (tmp_path / "review.submitted.json").write_text("{}\n")
-    (tmp_path / "index.json").unlink()
-    (tmp_path / "old.json").write_text("{}\n")
-    assert generate.check(tmp_path) == ["index.json", "old.json", "review.submitted.json"]
+    (tmp_path / "v1" / "review.submitted.json").write_text("{}\n")
+    (tmp_path / "v1" / "index.json").unlink()
+    (tmp_path / "v1" / "old.json").write_text("{}\n")
+    (tmp_path / generate.PROGRAM_SCHEMA).write_text("{}\n")
+    (tmp_path / "stray.json").write_text("{}\n")
+    assert generate.check(tmp_path) == [
+        "program.schema.json",
+        "stray.json",
+        "v1/index.json",
+        "v1/old.json",
+        "v1/review.submitted.json",
+    ]
     assert generate.main(["--check", "--dir", str(tmp_path)]) == 1
     generate.write(tmp_path)
     assert generate.main(["--check", "--dir", str(tmp_path)]) == 0
+    assert not (tmp_path / "stray.json").exists()
