@@ -389,9 +389,16 @@ class Ledger:
         return account.balance(program) if account else None
 
     def statement(self, program_id: str, patient_id: str) -> list[LedgerEntry]:
-        """Every ledger entry of an account, in ledger order (oldest first)."""
+        """Every line of an account's statement, in ledger order (oldest first): its ledger
+        entries, and a zero-point line with its reason code for every interaction the account
+        accepted without paying or refused (``domain.entries.statement_lines_of``)."""
+        from domain.entries import statement_lines_of  # (local: keeps this change to here)
+
         events = self.store.events.get(account_id(program_id, patient_id))
-        return [entry for event in events for entry in entries_of(event)]
+        lines: list[LedgerEntry] = []
+        for event in events:
+            lines.extend(statement_lines_of(event, lines[-1].balance_after if lines else 0))
+        return lines
 
     def _program(self, program_id: str) -> Program:
         try:

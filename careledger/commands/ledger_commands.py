@@ -142,6 +142,8 @@ def run_statement(args: argparse.Namespace, settings: Settings) -> int:
             "program_version": e.program_version,
             "source": {"source": e.source, "id": e.source_id},
             "occurred_at": e.occurred_at,
+            "reason": e.reason,  # why nothing was paid ("noted" lines), why staff adjusted
+            "operator": e.operator,  # the staff id behind an adjustment
         }
         for e in entries
     ]
@@ -149,9 +151,10 @@ def run_statement(args: argparse.Namespace, settings: Settings) -> int:
         print(to_json(rows))
     else:
         for row in rows:
+            why = " ".join(str(row[k]) for k in ("reason", "operator") if row[k])
             print(
                 f"{row['occurred_at']:%Y-%m-%d %H:%M} {row['kind']:9} {row['points']:>7} "
-                f"{row['balance_after']:>8}  {row['rule']}"
+                f"{row['balance_after']:>8}  {row['rule']}" + (f"  ({why})" if why else "")
             )
     return 0
 

@@ -186,6 +186,14 @@ def test_ingest_balance_statement_maintenance(database: Database, tmp_path: Path
     bonus = next(e for e in entries if e["kind"] == "bonus")
     assert bonus == {**bonus, "points": 1000, "rule": "referral.referrer"}
     assert {"source": "urn:careledger:test", "id": "aw-1"} in [e["source"] for e in entries]
+    # Every interaction that paid nothing is a zero-point line saying why, at the balance then.
+    noted = [(e["source"]["id"], e["points"], e["reason"]) for e in entries if e["kind"] == "noted"]
+    assert noted == [("aw-2", 0, "already_awarded_this_year"), ("red-2", 0, "insufficient_points")]
+    rejected = next(e for e in entries if e["source"]["id"] == "red-2")
+    before = entries[entries.index(rejected) - 1]
+    assert rejected["balance_after"] == before["balance_after"]
+    assert all(e["reason"] is None for e in entries if e["kind"] != "noted")
+    assert all(e["operator"] is None for e in entries)
 
     letters = json.loads(careledger(database, "dead-letters", "--json").stdout)
     assert sorted(letter["code"] for letter in letters) == sorted(
@@ -218,3 +226,38 @@ def test_ingest_from_stdin_and_unknown_patient(database: Database) -> None:
     assert json.loads(careledger(database, "balance", "carol", "--json").stdout)["available"] == 250
     missing = careledger(database, "balance", "nobody", "--json")
     assert missing.returncode == 1 and "no account" in missing.stderr
+
+
+def test_statement_shows_adjustments_with_reason_and_operator(database: Database) -> None:
+    adjust = lambda points, i: cloudevent(  # noqa: E731
+        "points.adjusted",
+        "dora",
+        f"2026-04-0{i}T10:00:00Z",
+        {"adjustment_id": f"a-{i}", "points": points, "reason": "goodwill", "operator": "staff-7"},
+        id=f"adjust-{i}",
+    )
+    visit = cloudevent(
+        "visit.completed",
+        "dora",
+        "2026-04-01T09:00:00Z",
+        {"visit_id": "v-1", "visit_type": "in_person"},
+        id="dora-visit",
+    )
+    events = [visit, adjust(40, 2), adjust(-500, 3)]
+    assert summary(careledger(database, "ingest", "-", stdin=jsonl(events)))["accepted"] == 3
+
+    proc = careledger(database, "statement", "dora", "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [
+        (e["kind"], e["points"], e["balance_after"], e["reason"], e["operator"])
+        for e in json.loads(proc.stdout)
+    ]
+    assert lines == [
+        ("earned", 100, 100, None, None),
+        ("adjusted", 40, 140, "goodwill", "staff-7"),
+        ("adjusted", -500, -360, "goodwill", "staff-7"),  # a debit may leave it negative
+    ]
+    balance = json.loads(careledger(database, "balance", "dora", "--json").stdout)
+    assert (balance["available"], balance["lifetime_earned"]) == (-360, 100)
+    text = careledger(database, "statement", "dora").stdout.splitlines()
+    assert text[-1].endswith("adjustment  (goodwill staff-7)")
