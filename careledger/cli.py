@@ -12,6 +12,7 @@ from careledger.commands import (
     demo_commands,
     ledger_commands,
     producer_commands,
+    program_commands,
     projection_commands,
     report_commands,
     worker_commands,
@@ -25,6 +26,7 @@ COMMAND_MODULES = [
     projection_commands,
     producer_commands,
     report_commands,
+    program_commands,
 ]
 
 
