@@ -326,10 +326,13 @@ def test_explain_says_which_version_rule_and_limit_decided(
     assert "entry adjusted +300 -> balance 650" in text
     assert "reason goodwill, operator staff-7" in text
 
-    # Zero-point "noted" lines may or may not be on the statement; the points moved are.
     statement = json.loads(ok(careledger("statement", "pat-1", "--json", db=database)))
-    moving = [(row["kind"], row["points"]) for row in statement if row["kind"] != "noted"]
-    assert moving == [("earned", 100), ("earned", 250), ("adjusted", 300)]
+    assert [(r["kind"], r["points"], r["reason"], r["operator"]) for r in statement] == [
+        ("earned", 100, None, None),
+        ("earned", 250, None, None),
+        ("noted", 0, "already_awarded_this_quarter", None),
+        ("adjusted", 300, "goodwill", "staff-7"),
+    ]
 
 
 def test_explain_an_unknown_patient_or_interaction_fails(
