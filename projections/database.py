@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Index, text
+from sqlalchemy import Connection, Index, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -79,6 +79,36 @@ async def create_read_models(conn: AsyncConnection, indexes: bool = True) -> Non
     await conn.run_sync(metadata.create_all)  # (which creates a new table's indexes too)
     await create_views(conn)
     await conn.run_sync(_create_indexes if indexes else _drop_indexes)
+
+
+class ReadModelsOutdated(RuntimeError):
+    """Raised when stored read models lack columns this version writes (or have others).
+
+    They were built by an earlier version: the read models are derived from the ledger, so
+    ``careledger projections rebuild`` replaces them (rows included, e.g. the ``noted``
+    entries of interactions recorded before those rows existed).
+    """
+
+
+async def check_read_models(conn: AsyncConnection) -> None:
+    """Fail with :class:`ReadModelsOutdated` unless every read model has this version's
+    columns (a follower would otherwise fail on every batch, or leave old rows unexplained)."""
+
+    def differing(sync: Connection) -> list[str]:
+        inspector = inspect(sync)
+        return [
+            table.name
+            for table in READ_MODELS
+            if [c["name"] for c in inspector.get_columns(table.name)]
+            != [c.name for c in table.columns]
+        ]
+
+    outdated = await conn.run_sync(differing)
+    if outdated:
+        raise ReadModelsOutdated(
+            f"the read models {', '.join(outdated)} were built by an earlier version of "
+            "careledger: run `careledger projections rebuild` to rebuild them from the ledger"
+        )
 
 
 def secondary_indexes() -> Iterator[Index]:

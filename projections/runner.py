@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.changes import BalanceRow, BatchChanges
-from projections.database import create_read_models
+from projections.database import check_read_models, create_read_models
 from projections.handlers import Fold, accounts_to_load
 from projections.metrics import ProjectionMetrics
 from projections.retention import CohortRefresher
@@ -80,11 +80,13 @@ class Projector:
         self._rows: OrderedDict[UUID, BalanceRow] = OrderedDict()
 
     async def start(self) -> None:
-        """Create missing read models and load the stored position."""
+        """Create missing read models, check the stored ones are this version's, and load
+        the stored position."""
         self._rows.clear()
         self.cohorts.all_stale()
         async with self.engine.begin() as conn:
             await create_read_models(conn)
+            await check_read_models(conn)
             row = {"name": self.name, "position": 0, "last_event_at": None}
             await conn.execute(upsert(conn, projection_positions).on_conflict_do_nothing(), row)
             stored = (
