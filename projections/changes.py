@@ -51,6 +51,7 @@ class KpiDelta:
     points_redeemed: int = 0
     points_expired: int = 0
     points_reversed: int = 0
+    points_adjusted: int = 0  # net, signed: staff credits minus staff debits
 
 
 KPI_COLUMNS = tuple(f.name for f in fields(KpiDelta))

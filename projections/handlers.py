@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
+from domain.entries import NOTED
+from domain.ids import derived_id
 from domain.interactions import NOT_ENGAGEMENT
 from domain.values import EntryKind
 from projections.changes import CENT, BalanceRow, BatchChanges, month_index, utc_day
@@ -20,6 +23,7 @@ from projections.stored import (
     AccountFacts,
     Entry,
     Facts,
+    NotedFacts,
     OpenedFacts,
     QualifyingFacts,
     Recorded,
@@ -54,6 +58,7 @@ class Fold:
         self._handlers: dict[type[Facts], Callable[[Recorded], object]] = {
             OpenedFacts: self._opened,
             AcceptedFacts: self._accept,
+            NotedFacts: self._noted,
             QualifyingFacts: self._qualifying_changed,
             TierFacts: self._tier_changed,
             AccountFacts: self._account,  # referrals, bonuses, expiry: their entries, if any
@@ -99,6 +104,35 @@ class Fold:
                 facts.to_tier,
                 facts.occurred_at.value,
                 facts.reason,
+            )
+        )
+
+    def _noted(self, recorded: Recorded) -> None:
+        """An interaction that paid nothing: a zero-point ``noted`` row saying why, at the
+        balance it left, exactly as ``domain.entries.statement_lines_of`` makes the line."""
+        row = self._accept(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, NotedFacts)
+        reason = facts.outcome or facts.reason
+        if facts.ledger_entries() or reason is None:
+            return
+        entry_id = derived_id(str(recorded.originator_id), facts.source, facts.source_id, NOTED)
+        self._put(
+            (
+                entry_id,
+                row.program_id,
+                row.patient_id,
+                NOTED,
+                0,
+                row.available,  # the balance at this point, in ledger order
+                facts.rule_id or "",
+                facts.program_version or "",
+                facts.source,
+                facts.source_id,
+                facts.occurred_at.value,
+                row.updated_at,
+                reason,
+                None,
             )
         )
 
@@ -162,9 +196,6 @@ class Fold:
         return row
 
     def _entry(self, row: BalanceRow, entry: Entry, recorded_at: datetime) -> None:
-        entry_id = entry.entry_id.value
-        if entry_id in self.changes.entries:
-            raise DuplicateEntry(f"entry {entry_id} recorded twice")
         size = abs(entry.points)
         row.available += entry.points
         occurred_at = entry.occurred_at.value
@@ -185,20 +216,33 @@ class Fold:
             case EntryKind.REVERSED:
                 row.lifetime_reversed += size
                 kpi.points_reversed += size
-        self.changes.entries[entry_id] = (
-            entry_id,
-            row.program_id,
-            row.patient_id,
-            entry.kind,
-            entry.points,
-            entry.balance_after,
-            entry.rule_id,
-            entry.program_version,
-            entry.source,
-            entry.source_id,
-            occurred_at,
-            recorded_at,
+            case EntryKind.ADJUSTED:  # in available only: Balance has no lifetime for it
+                kpi.points_adjusted += entry.points
+        self._put(
+            (
+                entry.entry_id.value,
+                row.program_id,
+                row.patient_id,
+                entry.kind,
+                entry.points,
+                entry.balance_after,
+                entry.rule_id,
+                entry.program_version,
+                entry.source,
+                entry.source_id,
+                occurred_at,
+                recorded_at,
+                entry.reason,
+                entry.operator,
+            )
         )
+
+    def _put(self, record: tuple[Any, ...]) -> None:
+        """One ``ledger_entries`` row, its values in the table's column order."""
+        entry_id = record[0]
+        if entry_id in self.changes.entries:
+            raise DuplicateEntry(f"entry {entry_id} recorded twice")
+        self.changes.entries[entry_id] = record
 
 
 def accounts_to_load(batch: Iterable[Recorded]) -> set[UUID]:

@@ -49,6 +49,8 @@ class Entry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     source: str
     source_id: str
     occurred_at: Wrapped[datetime]
+    reason: str | None = None  # adjustments' reason code (absent from older entries)
+    operator: str | None = None  # adjustments' staff id
 
 
 class Credit(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -104,6 +106,19 @@ class AcceptedFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
     reward_unlocked: str | None = None
 
 
+class NotedFacts(AcceptedFacts, frozen=True, gc=False, kw_only=True):
+    """An interaction accepted without paying, or refused by the account (the classes marked
+    ``explains_nothing_paid``): what its zero-point statement line says
+    (``domain.entries.statement_lines_of``). ``outcome`` or ``reason`` is the reason code."""
+
+    source: str
+    source_id: str
+    outcome: str | None = None  # InteractionNoted
+    reason: str | None = None  # RedemptionRejected
+    rule_id: str | None = None
+    program_version: str | None = None
+
+
 class QualifyingFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
     qualifying_points: int
 
@@ -137,6 +152,8 @@ _FACTS: tuple[tuple[type, type[Facts]], ...] = (
 
 def facts_type(cls: type) -> type[Facts]:
     """Which facts the read models read of events of class ``cls``."""
+    if issubclass(cls, PatientAccount.Accepted) and getattr(cls, "explains_nothing_paid", False):
+        return NotedFacts  # (the same mark statement_lines_of reads)
     return next((facts for base, facts in _FACTS if issubclass(cls, base)), Facts)
 
 

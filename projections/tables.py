@@ -117,6 +117,10 @@ ledger_entries = Table(
     Column("source_id", Text, nullable=False),
     Column("occurred_at", UtcDateTime, nullable=False),
     Column("recorded_at", UtcDateTime, nullable=False),
+    # why nothing was paid (kind "noted": a zero-point row per such interaction) or why
+    # staff adjusted; and who adjusted. Null for every other entry.
+    Column("reason", Text, nullable=True),
+    Column("operator", Text, nullable=True),
     Index("ledger_entries_patient", "program_id", "patient_id"),
     Index("ledger_entries_time", "program_id", "occurred_at"),
 )
@@ -189,6 +193,7 @@ program_kpis_daily = Table(
     _points("points_redeemed"),
     _points("points_expired"),
     _points("points_reversed"),
+    _points("points_adjusted"),
     _points("liability_points"),
     Column("redemption_rate", Float, nullable=True),
     Column("breakage_rate", Float, nullable=True),

@@ -176,6 +176,7 @@ async def refresh_running_totals(conn: AsyncConnection, program_id: str, since: 
             to_date(k.c.points_redeemed).label("redeemed"),
             to_date(k.c.points_expired).label("expired"),
             to_date(k.c.points_reversed).label("reversed"),
+            to_date(k.c.points_adjusted).label("adjusted"),
         )
         .where(k.c.program_id == program_id)
         .subquery()
@@ -189,7 +190,11 @@ async def refresh_running_totals(conn: AsyncConnection, program_id: str, since: 
         update(k)
         .where(k.c.program_id == program_id, k.c.day >= since, k.c.day == totals.c.day)
         .values(
-            liability_points=earned - totals.c.redeemed - totals.c.expired - totals.c.reversed,
+            liability_points=earned
+            + totals.c.adjusted
+            - totals.c.redeemed
+            - totals.c.expired
+            - totals.c.reversed,
             redemption_rate=rate(totals.c.redeemed),
             breakage_rate=rate(totals.c.expired),
         )

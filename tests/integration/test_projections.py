@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import text
 
 import projections.runner
 from careledger.ledger import Ledger
 from domain.ids import account_id
 from projections import rebuilding
+from projections.database import ReadModelsOutdated, connect
 from projections.rebuilding import Rebuilt
 from projections.runner import ProjectionOptions, Projector
 from projections.service import catch_up, open_projector, rebuild
@@ -27,6 +29,7 @@ from tests.integration.test_projections_support import (
     SOURCE,
     apply,
     dump,
+    explained,
     ledger_for,
     query,
     scenario,
@@ -99,7 +102,7 @@ async def test_the_scenario_leaves_exactly_these_rows(database: Database, ledger
         assert row[3:13] == tuple(expected[k] for k in list(expected)[2:12])
 
     entries = tables["ledger_entries"]
-    assert len(entries) == 28
+    assert len(entries) == 29
     by_kind: dict[str, int] = {}
     for row in entries:
         by_kind[row[3]] = by_kind.get(row[3], 0) + row[4]
@@ -110,7 +113,16 @@ async def test_the_scenario_leaves_exactly_these_rows(database: Database, ledger
         "returned": 500,
         "reversed": -100,
         "expired": -930,
+        "noted": 0,  # the redemption refused for want of points
     }
+    (refused,) = [row for row in entries if row[3] == "noted"]
+    assert refused[1:] == (
+        *(PROGRAM, "ann", "noted", 0, 830, "", "", SOURCE, "ann-r-2", at("2026-02-13")),
+        refused[11],  # (when the ledger recorded it)
+        "insufficient_points",
+        None,
+    )
+    assert all(row[12] is None and row[13] is None for row in entries if row[3] != "noted")
     assert (next(row[1:10] for row in entries if row[9] == "ann-void-1")) == (
         PROGRAM,
         "ann",
@@ -169,17 +181,79 @@ async def test_the_scenario_leaves_exactly_these_rows(database: Database, ledger
 
     kpis = {row[1]: row[2:] for row in tables["program_kpis_daily"]}
     assert len(kpis) == 33
-    # interactions, active, new, earned, redeemed (net), expired, reversed, liability, rates
-    assert kpis[date(2026, 1, 5)] == (1, 1, 1, 0, 0, 0, 0, 0, None, None)
-    assert kpis[date(2026, 1, 15)] == (1, 1, 0, 100, 0, 0, 0, 1000, 0.0, 0.0)
-    assert kpis[date(2026, 2, 12)] == (1, 0, 0, 0, 500, 0, 0, 830, 500 / 1330, 0.0)
-    assert kpis[date(2026, 2, 14)] == (1, 0, 0, 0, -500, 0, 0, 1330, 0.0, 0.0)
-    assert kpis[date(2026, 2, 16)] == (1, 0, 0, 0, 0, 0, 100, 930, 300 / 1330, 0.0)
-    assert kpis[date(2026, 3, 10)] == (1, 1, 0, 1550, 0, 0, 0, 2480, 300 / 2880, 0.0)
-    assert kpis[date(2026, 4, 5)] == (1, 0, 1, 0, 0, 0, 0, 2530, 300 / 2930, 0.0)
-    assert kpis[date(2027, 2, 11)] == (0, 0, 0, 0, 0, 220, 0, 1600, 300 / 2930, 930 / 2930)
+    # interactions, active, new, earned, redeemed (net), expired, reversed, adjusted,
+    # liability, rates
+    assert kpis[date(2026, 1, 5)] == (1, 1, 1, 0, 0, 0, 0, 0, 0, None, None)
+    assert kpis[date(2026, 1, 15)] == (1, 1, 0, 100, 0, 0, 0, 0, 1000, 0.0, 0.0)
+    assert kpis[date(2026, 2, 12)] == (1, 0, 0, 0, 500, 0, 0, 0, 830, 500 / 1330, 0.0)
+    assert kpis[date(2026, 2, 14)] == (1, 0, 0, 0, -500, 0, 0, 0, 1330, 0.0, 0.0)
+    assert kpis[date(2026, 2, 16)] == (1, 0, 0, 0, 0, 0, 100, 0, 930, 300 / 1330, 0.0)
+    assert kpis[date(2026, 3, 10)] == (1, 1, 0, 1550, 0, 0, 0, 0, 2480, 300 / 2880, 0.0)
+    assert kpis[date(2026, 4, 5)] == (1, 0, 1, 0, 0, 0, 0, 0, 2530, 300 / 2930, 0.0)
+    assert kpis[date(2027, 2, 11)] == (0, 0, 0, 0, 0, 220, 0, 0, 1600, 300 / 2930, 930 / 2930)
     assert sum(k[2] for k in kpis.values()) == 3  # new patients
-    assert kpis[max(kpis)][7] == sum(row[3] for row in tables["balances"])  # liability
+    assert kpis[max(kpis)][8] == sum(row[3] for row in tables["balances"])  # liability
+
+
+async def test_what_paid_nothing_and_adjustments_leave_exactly_these_rows(
+    database: Database,
+) -> None:
+    settings = settings_for(database)
+    ledger = ledger_for(database)
+    apply(ledger, explained())
+    await catch_up(settings)
+    tables = await dump(settings)
+
+    entries = sorted(tables["ledger_entries"], key=lambda row: row[10])  # by event time
+    # (source id, kind, points, balance_after, rule, version, reason, operator)
+    assert [(r[9], *r[3:8], r[12], r[13]) for r in entries] == [
+        ("dan-v1", "earned", 100, 100, "visit.in_person", "2026.1", None, None),
+        ("dan-aw1", "earned", 500, 600, "checkup.annual_wellness", "2026.1", None, None),
+        ("dan-aw2", "noted", 0, 600, "checkup.annual_wellness", "2026.1", _once, None),
+        ("dan-rv1", "earned", 50, 650, "review", "2026.1", None, None),
+        ("dan-rv2", "noted", 0, 650, "review", "2026.1", "review_cooldown", None),
+        ("dan-steps", "noted", 0, 650, "activity.steps", "2026.1", "no_steps_top_up", None),
+        ("dan-adj1", "adjusted", 250, 900, "adjustment", "2026.1", "goodwill", "staff-7"),
+        ("dan-r-9", "noted", 0, 900, "", "", "insufficient_points", None),
+        ("dan-adj2", "adjusted", -2000, -1100, "adjustment", "2026.1", _dup, "staff-7"),
+        ("dan-v2", "earned", 100, -1000, "visit.in_person", "2026.1", None, None),
+    ]
+    # exactly the lines of the patient's statement (careledger statement)
+    lines = ledger.statement(PROGRAM, "dan")
+    assert {(r[0], *r[3:11], r[12], r[13]) for r in entries} == {
+        (
+            e.entry_id,
+            e.kind,
+            e.points,
+            e.balance_after,
+            e.rule_id,
+            e.program_version,
+            e.source,
+            e.source_id,
+            e.occurred_at,
+            e.reason,
+            e.operator,
+        )
+        for e in lines
+    }
+    (balance,) = tables["balances"]
+    expected = dataclasses.asdict(ledger.balance(PROGRAM, "dan"))  # type: ignore[arg-type]
+    assert balance[3:13] == tuple(expected[k] for k in list(expected)[2:12])
+    assert (balance[3], balance[6]) == (-1000, 750)  # available, lifetime earned
+
+    kpis = {row[1]: row[2:] for row in tables["program_kpis_daily"]}
+    # interactions, active, earned, adjusted, liability (adjustments included)
+    assert [(k[0], k[1], k[3], k[7], k[8]) for k in kpis.values()][6:] == [
+        (1, 1, 0, 0, 650),  # too few steps: noted, but active
+        (1, 0, 0, 250, 900),  # staff adjustments are not patient activity
+        (1, 0, 0, 0, 900),
+        (1, 0, 0, -2000, -1100),
+        (1, 1, 100, 0, -1000),
+    ]
+    assert kpis[max(kpis)][8] == balance[3]
+
+
+_once, _dup = "already_awarded_this_year", "duplicate_account"
 
 
 async def test_a_crash_mid_run_resumes_to_the_same_tables(
@@ -213,7 +287,7 @@ async def test_a_crash_mid_run_resumes_to_the_same_tables(
 async def test_rebuild_equals_incremental(database: Database) -> None:
     settings = settings_for(database)
     ledger = ledger_for(database)
-    events = scenario()
+    events = [*scenario(), *explained()]
     for start in range(0, len(events), 9):  # follow along while the ledger grows
         apply(ledger, events[start : start + 9], run=f"part{start}")
         await catch_up(settings, SMALL)
@@ -227,11 +301,41 @@ async def test_rebuild_equals_incremental(database: Database) -> None:
     assert await rebuild(settings) == Rebuilt(applied=head, position=head)
     assert await dump(settings) == incremental
     assert incremental["balances"] and incremental["retention_cohorts"]
+    kinds = {row[3] for row in incremental["ledger_entries"]}
+    assert {"noted", "adjusted", "expired"} <= kinds
     # small batches, an account cache of one row (every row written as it leaves) and, on
     # PostgreSQL, three worker processes with a shard each
     tight = ProjectionOptions(batch_size=4, account_cache=1, rebuild_workers=3)
     assert await rebuild(settings, tight) == Rebuilt(applied=head, position=head)
     assert await dump(settings) == incremental
+
+
+async def test_read_models_of_an_earlier_version_are_refused_until_rebuilt(
+    database: Database,
+) -> None:
+    """A store whose tables predate a column (ledger_entries before reason and operator,
+    the KPIs before points_adjusted) is not followed half-right: rebuild it."""
+    settings = settings_for(database)
+    apply(ledger_for(database), [*scenario(), *explained()])
+    await catch_up(settings)
+    expected = await dump(settings)
+    engine = connect(settings.database_url, settings.database_schema)
+    try:
+        async with engine.begin() as conn:
+            for table, column in [
+                ("ledger_entries", "operator"),
+                ("ledger_entries", "reason"),
+                ("program_kpis_daily", "points_adjusted"),
+            ]:
+                await conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+    finally:
+        await engine.dispose()
+    outdated = r"ledger_entries, program_kpis_daily .*projections rebuild"
+    with pytest.raises(ReadModelsOutdated, match=outdated):
+        await catch_up(settings)
+    await rebuild(settings)
+    assert await catch_up(settings) == 0
+    assert await dump(settings) == expected
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -280,7 +384,7 @@ async def stop_at(head: int, projector: Projector, stop: asyncio.Event, followin
 async def test_a_follower_running_through_a_rebuild_resumes_from_it(pg_database: Database) -> None:
     settings = settings_for(pg_database)
     ledger = ledger_for(pg_database)
-    events = scenario()
+    events = [*scenario(), *explained()]
     stop = asyncio.Event()
     options = ProjectionOptions(batch_size=3, poll_interval=0.01)
     async with open_projector(settings, options) as projector:
@@ -315,7 +419,7 @@ async def test_metrics_report_lag_rows_and_transactions(database: Database, ledg
     assert registry.get_sample_value("careledger_projection_lag_seconds", _rm()) == 0
     assert registry.get_sample_value("careledger_projection_events_total", _rm()) == head
     rows = {"projection": "read_models", "table": "ledger_entries"}
-    assert registry.get_sample_value("careledger_projection_rows_written_total", rows) == 28
+    assert registry.get_sample_value("careledger_projection_rows_written_total", rows) == 29
     batches = -(-head // SMALL.batch_size)
     name = "careledger_projection_transaction_seconds_count"
     assert registry.get_sample_value(name, _rm()) == batches

@@ -11,8 +11,16 @@ import pytest
 from psycopg import errors
 
 from projections.service import catch_up, rebuild
+from projections.tables import READ_MODELS
+from projections.views import VIEWS
 from tests.conftest import PG_URL, Database
-from tests.integration.test_projections_support import apply, ledger_for, scenario, settings_for
+from tests.integration.test_projections_support import (
+    apply,
+    explained,
+    ledger_for,
+    scenario,
+    settings_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,13 +54,25 @@ def as_role(schema: str, role: str, statement: str) -> list[tuple[object, ...]]:
 
 async def test_the_analyst_role_reads_read_models_only(pg_database: Database, analyst: str) -> None:
     schema = pg_database.schema
-    apply(ledger_for(pg_database), scenario())
+    apply(ledger_for(pg_database), [*scenario(), *explained()])
     await catch_up(settings_for(pg_database))
     grant(schema, analyst)
     grant(schema, analyst)  # the script can be run again
 
-    assert as_role(schema, analyst, "SELECT count(*) FROM balances") == [(3,)]
+    assert as_role(schema, analyst, "SELECT count(*) FROM balances") == [(4,)]
     assert as_role(schema, analyst, "SELECT count(*) FROM program_retention_12m") == [(1,)]
+    for name in [table.name for table in READ_MODELS] + list(VIEWS):  # every one, every column
+        as_role(schema, analyst, f"SELECT * FROM {name} LIMIT 1")
+    assert as_role(schema, analyst, WHY_NOTHING_LAST_MONTH) == [
+        ("already_awarded_this_year", "checkup.annual_wellness", 1, 1),
+        ("insufficient_points", "", 1, 1),
+        ("no_steps_top_up", "activity.steps", 1, 1),
+        ("review_cooldown", "review", 1, 1),
+    ]
+    assert as_role(schema, analyst, ADJUSTMENTS) == [
+        ("duplicate_account", "staff-7", 1, -2000),
+        ("goodwill", "staff-7", 1, 250),
+    ]
     for forbidden in (
         "SELECT count(*) FROM careledger_events",
         "SELECT count(*) FROM notification_tracking",
@@ -69,6 +89,26 @@ async def test_the_analyst_role_reads_read_models_only(pg_database: Database, an
 
     # A rebuild drops and re-creates the tables; the analysts keep their access.
     await rebuild(settings_for(pg_database))
-    assert as_role(schema, analyst, "SELECT count(*) FROM ledger_entries") == [(20,)]
+    assert as_role(schema, analyst, "SELECT count(*) FROM ledger_entries") == [(31,)]
     with pytest.raises(errors.InsufficientPrivilege):
         as_role(schema, analyst, "SELECT count(*) FROM careledger_events")
+
+
+# docs/analysts.md's examples, in May 2026 (the month of the scenario's explained() events)
+NOW = "timestamptz '2026-06-15 12:00Z'"
+WHY_NOTHING_LAST_MONTH = f"""
+SELECT reason, rule_id, count(*) AS interactions, count(DISTINCT patient_id) AS patients
+FROM ledger_entries
+WHERE program_id = 'clinic-default' AND kind = 'noted'
+  AND occurred_at >= date_trunc('month', {NOW}) - interval '1 month'
+  AND occurred_at <  date_trunc('month', {NOW})
+GROUP BY reason, rule_id ORDER BY interactions DESC, reason
+"""
+ADJUSTMENTS = f"""
+SELECT reason, operator, count(*) AS adjustments, sum(points) AS points
+FROM ledger_entries
+WHERE program_id = 'clinic-default' AND kind = 'adjusted'
+  AND occurred_at >= date_trunc('month', {NOW}) - interval '1 month'
+  AND occurred_at <  date_trunc('month', {NOW})
+GROUP BY reason, operator ORDER BY reason, operator
+"""

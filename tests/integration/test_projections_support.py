@@ -89,6 +89,33 @@ def scenario() -> list[dict[str, Any] | bytes]:
     return [*ann, *bob, _pay("cy", "2026-04-05", "50.00", "cy-pay-1"), *refused]
 
 
+def explained() -> list[dict[str, Any] | bytes]:
+    """dan: interactions that earn nothing (a cap, a cooldown, too few steps, a refused
+    redemption) and staff adjustments, a credit and a debit into debt that a visit repays."""
+    return [
+        _event("patient.enrolled", "dan", "2026-05-01", {"channel": "web"}, "dan-enrol"),
+        _visit("dan", "2026-05-02", "dan-v1"),
+        _event("checkup.completed", "dan", "2026-05-03", _wellness, "dan-aw1"),
+        _event("checkup.completed", "dan", "2026-05-04", _wellness, "dan-aw2"),  # once a year
+        _event("review.submitted", "dan", "2026-05-05", {"rating": 5}, "dan-rv1"),
+        _event("review.submitted", "dan", "2026-05-06", {"rating": 4}, "dan-rv2"),  # cooldown
+        _event("activity.reading", "dan", "2026-05-07", _few_steps, "dan-steps"),
+        _adjust("dan", "2026-05-08", 250, "goodwill", "dan-adj1"),
+        _redeem("dan", "2026-05-09", "r-9", 5000),  # more than available: refused
+        _adjust("dan", "2026-05-10", -2000, "duplicate_account", "dan-adj2"),  # into debt
+        _visit("dan", "2026-05-11", "dan-v2"),  # repays debt first
+    ]
+
+
+_wellness = {"checkup_type": "annual_wellness"}
+_few_steps = {"metric": "steps", "value": 10, "day": "2026-05-07"}
+
+
+def _adjust(patient: str, day: str, points: int, reason: str, eid: str) -> dict[str, Any]:
+    data = {"adjustment_id": eid, "points": points, "reason": reason, "operator": "staff-7"}
+    return _event("points.adjusted", patient, day, data, eid)
+
+
 def _redeem(patient: str, day: str, rid: str, points: int) -> dict[str, Any]:
     data = {"redemption_id": rid, "reward_id": "gift", "points": points}
     return _event("redemption.requested", patient, day, data, f"{patient}-{rid}")

@@ -12,13 +12,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.account import PatientAccount, entries_of
+from domain.entries import statement_lines_of
 from domain.errors import LedgerError
 from domain.rejection import RejectedInput
 from projections.bulk import Upsert
 from projections.changes import BatchChanges, month_index, month_start
 from projections.handlers import DuplicateEntry, Fold, UnknownAccount
 from projections.tables import balances, program_kpis_daily
-from tests.unit.dsl import DEFAULT, Ledger, at, cancel, checkup, enrol, pay, redeem, visit, void
+from tests.unit.dsl import (
+    DEFAULT,
+    Ledger,
+    adjust,
+    at,
+    cancel,
+    checkup,
+    enrol,
+    pay,
+    redeem,
+    steps,
+    visit,
+    void,
+)
 from tests.unit.stored_events import as_stored
 
 
@@ -62,6 +76,93 @@ def test_a_mixed_history_folds_to_the_aggregate_balance() -> None:
         ("bronze", "silver", "qualifying_points"),
         ("silver", "bronze", "maintenance"),
     ]
+
+
+def statement_rows(ledger: Ledger) -> list[tuple[Any, ...]]:
+    """The account's statement lines (as ``careledger statement`` makes them), as rows."""
+    lines: list[Any] = []
+    for event in ledger.account.pending_events:
+        lines.extend(statement_lines_of(event, lines[-1].balance_after if lines else 0))
+    account = ledger.account
+    return [
+        (
+            line.entry_id,
+            account.program_id,
+            account.patient_id,
+            line.kind,
+            line.points,
+            line.balance_after,
+            line.rule_id,
+            line.program_version,
+            line.source,
+            line.source_id,
+            line.occurred_at,
+            line.reason,
+            line.operator,
+        )
+        for line in lines
+    ]
+
+
+def entry_rows(changes: BatchChanges) -> list[tuple[Any, ...]]:
+    """``ledger_entries`` rows without ``recorded_at`` (which a statement line lacks)."""
+    return [(*row[:11], *row[12:]) for row in changes.entries.values()]
+
+
+def test_interactions_that_paid_nothing_are_zero_point_rows_with_their_reason() -> None:
+    ledger = Ledger().given(
+        visit(at(0)),
+        checkup(at(1), "annual_wellness"),
+        checkup(at(2), "annual_wellness"),  # once a year: noted
+        steps(at(3).date(), 10, at(3)),  # below the daily threshold: noted
+        redeem(10**6, "r-1", at(4)),  # more than available: rejected
+        redeem(50, "r-2", at(5)),
+        redeem(50, "r-2", at(6), id="again"),  # the same redemption id again: noted
+    )
+    changes = fold(ledger.account.pending_events)
+    assert entry_rows(changes) == statement_rows(ledger)
+    noted = [row for row in changes.entries.values() if row[3] == "noted"]
+    # (reason, balance_after, rule_id, program_version): the balance when it happened
+    assert [(r[12], r[5], r[6], r[7]) for r in noted] == [
+        ("already_awarded_this_year", 600, "checkup.annual_wellness", "2026.1"),
+        ("no_steps_top_up", 600, "activity.steps", "2026.1"),
+        ("insufficient_points", 600, "", ""),  # (RedemptionRejected records no version)
+        ("redemption_id_repeated", 550, "", "2026.1"),
+    ]
+    events = ledger.account.pending_events
+    recorded = {getattr(e, "source_id", None): e.timestamp for e in events}
+    assert [r[11] for r in noted] == [recorded[r[9]] for r in noted]
+    assert {r[4] for r in noted} == {0} and all(r[13] is None for r in noted)
+    # they change no balance and no point KPI, but are accepted interactions of their day
+    row, expected = balance_fields(changes, ledger)
+    assert row == expected
+    day2 = changes.kpis[("clinic-default", at(2).date())]
+    assert (day2.interactions, day2.points_earned) == (1, 0)
+
+
+def test_adjustments_move_available_and_their_own_kpi_never_lifetime_earned() -> None:
+    ledger = Ledger().given(
+        visit(at(0)),
+        adjust(40, at(1), reason="goodwill", operator="staff-7"),
+        adjust(-500, at(2), reason="fraud", operator="staff-9"),  # into a negative balance
+        visit(at(3)),  # repays the debt first
+    )
+    changes = fold(ledger.account.pending_events)
+    row, expected = balance_fields(changes, ledger)
+    assert row == expected
+    assert (row["available"], row["lifetime_earned"]) == (-260, 200)
+    assert entry_rows(changes) == statement_rows(ledger)
+    adjusted = [r for r in changes.entries.values() if r[3] == "adjusted"]
+    assert [(r[4], r[5], r[6], r[12], r[13]) for r in adjusted] == [
+        (40, 140, "adjustment", "goodwill", "staff-7"),
+        (-500, -360, "adjustment", "fraud", "staff-9"),
+    ]
+    kpis = {day: changes.kpis[("clinic-default", at(day).date())] for day in range(4)}
+    assert [k.points_adjusted for k in kpis.values()] == [0, 40, -500, 0]
+    assert [k.points_earned for k in kpis.values()] == [100, 0, 0, 100]
+    # staff corrections are accepted interactions, but not patient activity
+    assert {day for _, day, _ in changes.days} == {at(0).date(), at(3).date()}
+    assert kpis[1].interactions == 1
 
 
 def test_kpis_count_days_of_event_time_and_activity_excludes_money_moves() -> None:
@@ -155,6 +256,7 @@ step = st.one_of(
     st.tuples(st.just("void"), st.integers(0, 20)),
     st.tuples(st.just("pay"), st.integers(1, 30000)),
     st.tuples(st.just("maintain"), st.integers(0, 400)),
+    st.tuples(st.just("adjust"), st.integers(-2000, 2000).filter(bool)),
 )
 
 
@@ -185,6 +287,8 @@ def test_any_history_folds_to_the_aggregate_balance(
             interaction = void(done[int(arg) % len(done)], when)
         elif kind == "pay":
             interaction = pay(f"{int(arg) / 100:.2f}", when)
+        elif kind == "adjust":
+            interaction = adjust(int(arg), when)
         elif kind == "maintain":
             ledger.maintain(when + timedelta(days=int(arg)))
         if interaction is not None:
@@ -203,5 +307,10 @@ def test_any_history_folds_to_the_aggregate_balance(
     assert sum(k.points_redeemed for k in changes.kpis.values()) == row["lifetime_redeemed"]
     assert sum(k.points_expired for k in changes.kpis.values()) == row["lifetime_expired"]
     assert sum(k.points_reversed for k in changes.kpis.values()) == row["lifetime_reversed"]
+    adjusted = sum(k.points_adjusted for k in changes.kpis.values())
+    assert adjusted == sum(e.points for e in entries if e.kind == "adjusted")
+    liability = earned + adjusted - row["lifetime_redeemed"] - row["lifetime_expired"]
+    assert liability - row["lifetime_reversed"] == row["available"]
+    assert entry_rows(changes) == statement_rows(ledger)  # noted rows included
     tiers = [e for e in ledger.account.pending_events if isinstance(e, PatientAccount.TierChanged)]
     assert len(changes.tier_changes) == len(tiers)

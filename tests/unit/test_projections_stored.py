@@ -21,7 +21,7 @@ from eventsourcing.utils import register_topic
 from domain.account import PatientAccount, entries_of
 from domain.program import Downgrade
 from domain.rejection import RejectedInput
-from projections.stored import Entry, Wrapped, facts_type
+from projections.stored import Entry, NotedFacts, Wrapped, facts_type
 from tests.unit.dsl import (
     DEFAULT,
     Ledger,
@@ -144,6 +144,19 @@ def test_facts_equal_what_the_mapper_decodes(event: Any) -> None:
         ]
         assert entries == expected_entries
         assert len(entries) == len(entries_of(event))
+
+
+def test_events_that_explain_an_unpaid_interaction_are_read_with_their_reason() -> None:
+    """The classes statement_lines_of gives a zero-point line are read as NotedFacts."""
+    explaining = {
+        cls
+        for cls in vars(PatientAccount).values()
+        if isinstance(cls, type) and getattr(cls, "explains_nothing_paid", False)
+    }
+    assert PatientAccount.InteractionNoted in explaining
+    assert PatientAccount.RedemptionRejected in explaining
+    assert {facts_type(cls) for cls in explaining} == {NotedFacts}
+    assert facts_type(PatientAccount.PointsEarned) is not NotedFacts
 
 
 def test_an_upcast_class_is_read_at_its_current_version() -> None:
