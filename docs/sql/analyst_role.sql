@@ -21,6 +21,8 @@ GRANT USAGE ON SCHEMA :"schema" TO careledger_analyst;
 SET search_path TO :"schema";
 
 -- The analysts' contract (docs/analysts.md), the two helper tables, and the retention views.
+-- (Per table, so every column is included: ledger_entries' zero-point `noted` rows with their
+-- reason, adjustments' reason and operator, program_kpis_daily's points_adjusted.)
 GRANT SELECT ON
     balances,
     ledger_entries,
