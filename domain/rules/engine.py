@@ -95,6 +95,14 @@ class _Context:
     ) -> None:
         self.version, self.zone, self.view, self.item, self.tier = version, zone, view, item, tier
         self._activation: dict[str, Any] | None = None
+        # Awards already decided for this interaction, by counter: a second rule sharing a
+        # counter must see the first one's award.
+        self._pending: dict[str, list[Use]] = {}
+
+    def uses(self, counter: str) -> list[Use]:
+        pending = self._pending.get(counter)
+        known = self.view.uses(counter)
+        return sorted([*known, *pending]) if pending else known
 
     def decide(
         self,
@@ -126,7 +134,7 @@ class _Context:
             points = self.version.multiply(base, self.version.tier(self.tier))
         trimmed_by = None
         for limit in rule.limits:
-            allowed, left = limit.room(self.view.uses(limit.counter), at, self.zone)
+            allowed, left = limit.room(self.uses(limit.counter), at, self.zone)
             detail = _describe(limit)
             if not allowed:
                 steps.append(Step(rule.rule_id, limit.reason, detail))
@@ -137,6 +145,9 @@ class _Context:
         qualifying = (min(base, points) if trimmed_by else base) if rule.qualifying else 0
         steps.append(Step(rule.rule_id, "trimmed" if trimmed_by else "paid", trimmed_by or ""))
         counters = tuple(dict.fromkeys(limit.counter for limit in rule.limits))
+        use = Use(at, f"pending:{rule.rule_id}", points)
+        for counter in dict.fromkeys((rule.rule_id, *counters)):
+            self._pending.setdefault(counter, []).append(use)
         return Payout(rule.rule_id, base, points, qualifying, counters, group, trimmed_by)
 
     def activation(self) -> Mapping[str, Any]:

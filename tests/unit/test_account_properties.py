@@ -20,10 +20,13 @@ from hypothesis import strategies as st
 from domain import errors
 from domain import interactions as di
 from domain.account import PatientAccount, entries_of
+from domain.program import Program
+from domain.rules.limits import Period, calendar_bounds
 from domain.values import LedgerEntry
 from tests.unit.dsl import (
     DEFAULT,
     T0,
+    adjust,
     assessment,
     cancel,
     checkup,
@@ -79,6 +82,7 @@ other_ops = st.one_of(
     st.tuples(st.just("void"), hours, pick),
     st.tuples(st.just("resend"), hours, pick),
     st.tuples(st.just("maintain"), hours),
+    st.tuples(st.just("adjust"), hours, st.integers(-300, 300).filter(bool)),
     st.tuples(
         st.just("note_referral"), hours, st.sampled_from(["patient-2", "patient-3", PATIENT])
     ),
@@ -102,10 +106,14 @@ histories = st.one_of(steps_lists, ordered_histories)  # arrival order may diffe
 class Run:
     """One account driven through generated steps, checking invariants as it goes."""
 
-    account: PatientAccount = field(default_factory=lambda: PatientAccount.open(DEFAULT, PATIENT))
+    program: Program = DEFAULT
+    account: PatientAccount = field(init=False)
     sent: list[di.Interaction] = field(default_factory=list)
     accepted: list[di.Interaction] = field(default_factory=list)
     serial: int = 0
+
+    def __post_init__(self) -> None:
+        self.account = PatientAccount.open(self.program, PATIENT)
 
     def next_id(self) -> str:
         self.serial += 1
@@ -140,6 +148,8 @@ class Run:
                 made = cancel(args[0], when, id=self.next_id())
             case "void":
                 made = self._void(when, args[0])
+            case "adjust":
+                made = adjust(args[0], when, id=self.next_id())
             case "resend":
                 if not self.accepted:
                     return None
@@ -170,14 +180,14 @@ class Run:
         before, fingerprint = len(events), self.fingerprint()
         try:
             if kind == "maintain":
-                self.account.maintain(when, DEFAULT)
+                self.account.maintain(when, self.program)
                 after_first = len(events)
-                self.account.maintain(when, DEFAULT)
+                self.account.maintain(when, self.program)
                 assert len(events) == after_first, "maintenance twice for one as_of"
             elif kind == "note_referral":
-                self.account.note_referral(args[0], when, "portal", self.next_id(), DEFAULT)
+                self.account.note_referral(args[0], when, "portal", self.next_id(), self.program)
             elif kind == "pay_referrer":
-                self.account.pay_referrer_bonus(args[0], when, DEFAULT)
+                self.account.pay_referrer_bonus(args[0], when, self.program)
             else:
                 interaction = self.interaction(op)
                 if interaction is None:
@@ -185,7 +195,7 @@ class Run:
                 already = interaction in self.accepted
                 if not already:
                     self.sent.append(interaction)
-                outcome = self.account.handle(interaction, DEFAULT)
+                outcome = self.account.handle(interaction, self.program)
                 if already:
                     assert outcome == "duplicate"
                     assert len(events) == before, "a redelivery produced events"
@@ -220,14 +230,59 @@ class Run:
         for event in account.pending_events:
             if isinstance(event, PatientAccount.PointsRedeemed):
                 assert event.entry.balance_after >= 0, "a redemption drove available negative"
-        balance = account.balance(DEFAULT)
+        balance = account.balance(self.program)
+        adjusted = sum(e.points for e in entries if e.kind == "adjusted")
         assert (
             balance.lifetime_earned
             - balance.lifetime_redeemed
             - balance.lifetime_expired
             - balance.lifetime_reversed
+            + adjusted
             == balance.available
         )
+        self.check_limits()
+
+    def check_limits(self) -> None:
+        """No calendar or lifetime limit holds more awards or points than it allows."""
+        zone = self.program.timezone
+        for version in self.program.versions:
+            for rule in version.rules:
+                for limit in rule.limits:
+                    if limit.per is Period.ROLLING_DAYS:
+                        continue
+                    for use in self.account.uses(limit.counter):
+                        if limit.per is Period.LIFETIME:
+                            window = self.account.uses(limit.counter)
+                        else:
+                            start, end = calendar_bounds(limit.per, use.at, zone)
+                            window = [
+                                u for u in self.account.uses(limit.counter) if start <= u.at < end
+                            ]
+                        awards_cap = max(
+                            (lim.awards or 10**9)
+                            for r in self.rules_on(limit.counter)
+                            for lim in r.limits
+                            if lim.per is limit.per
+                        )
+                        assert len(window) <= awards_cap, f"{limit.counter} over its awards"
+                        points_cap = max(
+                            (lim.points or 10**9)
+                            for r in self.rules_on(limit.counter)
+                            for lim in r.limits
+                            if lim.per is limit.per
+                        )
+                        assert sum(u.points for u in window) <= points_cap, (
+                            f"{limit.counter} over its points"
+                        )
+
+    def rules_on(self, counter: str) -> list[Any]:
+        """Rules, in any version, with a limit on ``counter`` (versions may differ)."""
+        return [
+            rule
+            for version in self.program.versions
+            for rule in version.rules
+            if any(lim.counter == counter for lim in rule.limits)
+        ]
 
     def state(self, account: PatientAccount | None = None) -> dict[str, Any]:
         """Everything the aggregate holds, except unsaved events and derived caches."""
@@ -243,8 +298,8 @@ class Run:
         return account
 
 
-def run(ops: list[tuple[Any, ...]]) -> Run:
-    driven = Run()
+def run(ops: list[tuple[Any, ...]], program: Program = DEFAULT) -> Run:
+    driven = Run(program)
     for op in ops:
         driven.step(op)
     return driven
