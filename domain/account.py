@@ -184,6 +184,7 @@ class PatientAccount(Aggregate):
         points: int
         reason: str
         available: int
+        program_version: str | None = None  # recorded since programs became versioned
         explains_nothing_paid = True
 
         def apply(self, aggregate: Any) -> None:
@@ -642,6 +643,7 @@ class PatientAccount(Aggregate):
                 points=request.points,
                 reason="insufficient_points",
                 available=self.available,
+                program_version=version.version,
             )
             return
         allocations = list(take(self.lots, request.points))
