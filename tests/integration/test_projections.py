@@ -117,7 +117,7 @@ async def test_the_scenario_leaves_exactly_these_rows(database: Database, ledger
     }
     (refused,) = [row for row in entries if row[3] == "noted"]
     assert refused[1:] == (
-        *(PROGRAM, "ann", "noted", 0, 830, "", "", SOURCE, "ann-r-2", at("2026-02-13")),
+        *(PROGRAM, "ann", "noted", 0, 830, "", "2026.1", SOURCE, "ann-r-2", at("2026-02-13")),
         refused[11],  # (when the ledger recorded it)
         "insufficient_points",
         None,
@@ -214,7 +214,7 @@ async def test_what_paid_nothing_and_adjustments_leave_exactly_these_rows(
         ("dan-rv2", "noted", 0, 650, "review", "2026.1", "review_cooldown", None),
         ("dan-steps", "noted", 0, 650, "activity.steps", "2026.1", "no_steps_top_up", None),
         ("dan-adj1", "adjusted", 250, 900, "adjustment", "2026.1", "goodwill", "staff-7"),
-        ("dan-r-9", "noted", 0, 900, "", "", "insufficient_points", None),
+        ("dan-r-9", "noted", 0, 900, "", "2026.1", "insufficient_points", None),
         ("dan-adj2", "adjusted", -2000, -1100, "adjustment", "2026.1", _dup, "staff-7"),
         ("dan-v2", "earned", 100, -1000, "visit.in_person", "2026.1", None, None),
     ]

@@ -126,7 +126,7 @@ def test_interactions_that_paid_nothing_are_zero_point_rows_with_their_reason() 
     assert [(r[12], r[5], r[6], r[7]) for r in noted] == [
         ("already_awarded_this_year", 600, "checkup.annual_wellness", "2026.1"),
         ("no_steps_top_up", 600, "activity.steps", "2026.1"),
-        ("insufficient_points", 600, "", ""),  # (RedemptionRejected records no version)
+        ("insufficient_points", 600, "", "2026.1"),
         ("redemption_id_repeated", 550, "", "2026.1"),
     ]
     events = ledger.account.pending_events
