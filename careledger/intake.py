@@ -70,6 +70,8 @@ def to_interaction(event: v1.InteractionV1) -> Addressed:
                 reason=data.reason,
                 operator=data.operator,
             )
+        case v1.ConsentChangedV1(data=data):
+            interaction = di.ConsentChange(**cause, marketing=data.marketing)
         case _:
             raise TypeError(f"no domain interaction for {type(event).__name__}")
     return Addressed(event.programid, event.subject, interaction)

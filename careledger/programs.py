@@ -247,6 +247,7 @@ def _version(v: pf.VersionFile) -> ProgramVersion:
         ),
         qualifying_window=timedelta(days=v.qualification.window_days),
         lot_lifetime=timedelta(days=v.lot_lifetime_days),
+        expiry_notice=timedelta(days=v.expiry_notice_days),
         referral=ReferralRule(
             v.referral.enabled,
             timedelta(days=v.referral.window_days),

@@ -25,6 +25,7 @@ from domain.entries import entries_of
 from domain.ids import account_id, derived_id, interaction_key
 from domain.interactions import (
     Adjustment,
+    ConsentChange,
     Enrolment,
     Interaction,
     Payment,
@@ -56,7 +57,13 @@ ACCEPTED = "accepted"
 # Accounts opened before the starting tier was recorded on ``Opened`` all ran clinic-default.
 LEGACY_STARTING_TIER = "bronze"
 NOT_VOIDABLE = frozenset(
-    {"redemption.requested", "redemption.cancelled", "interaction.voided", "points.adjusted"}
+    {
+        "redemption.requested",
+        "redemption.cancelled",
+        "interaction.voided",
+        "points.adjusted",
+        "consent.changed",
+    }
 )
 # Interactions with mechanics of their own; every other kind is decided by earning rules.
 MECHANICS = frozenset(
@@ -68,6 +75,7 @@ MECHANICS = frozenset(
         "redemption.cancelled",
         "interaction.voided",
         "points.adjusted",
+        "consent.changed",
     }
 )
 
@@ -167,6 +175,28 @@ class PatientAccount(Aggregate):
                 aggregate.debt += self.debt_added
                 assert self.entry is not None
                 aggregate._count(self.entry)
+
+    class ConsentChanged(Accepted):
+        """The patient's marketing consent from now on (off until the first of these)."""
+
+        marketing: bool
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._accept(self)
+            changes = aggregate.consent_changes
+            insort(changes, (self.occurred_at, len(changes), self.marketing))
+
+    class ExpiryNoticeDue(Aggregate.Event):
+        """A lot expires within the program's notice period and the patient consents to
+        hear about it: the outbound feed tells them, once per lot."""
+
+        lot_id: UUID
+        expires_at: datetime
+        points: int
+        as_of: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.expiry_noticed.add(self.lot_id)
 
     class PointsRedeemed(Accepted):
         redemption_id: str
@@ -358,6 +388,9 @@ class PatientAccount(Aggregate):
         self.first_visit_at: datetime | None = None
         self.referees_paid: set[str] = set()
         self.expired_lots: set[UUID] = set()
+        self.expiry_noticed: set[UUID] = set()
+        # Marketing consent by event time (ties in arrival order); off until the first.
+        self.consent_changes: list[tuple[datetime, int, bool]] = []
         # A lower bound on the next lot expiry (None: unknown), a cache kept by apply().
         self._expiry_floor: datetime | None = None
         self.lifetime = dict.fromkeys(ENTRY_KINDS, 0)
@@ -394,6 +427,10 @@ class PatientAccount(Aggregate):
                 self._on_void(interaction, program, version)
             case Adjustment():
                 self._on_adjustment(interaction, program, version)
+            case ConsentChange():
+                self._trigger_accepted(
+                    program, self.ConsentChanged, interaction, marketing=interaction.marketing
+                )
             case _:
                 self._on_earning(interaction, program, version)
         return ACCEPTED
@@ -417,6 +454,8 @@ class PatientAccount(Aggregate):
                 self.QualifyingPointsChanged, as_of=as_of, qualifying_points=qualifying
             )
         self._review_tier(as_of, version, qualifying)
+        if self.consents_at(as_of):
+            self._notice_expiring(as_of, version)
 
     def note_referral(
         self, referrer: str, referred_at: datetime, source: str, source_id: str, program: Program
@@ -470,6 +509,11 @@ class PatientAccount(Aggregate):
             return self.tier
         index = bisect_right(changes, at, key=lambda change: change[0])
         return changes[index - 1][2] if index else self.starting_tier
+
+    def consents_at(self, at: datetime) -> bool:
+        """Whether the patient consented to marketing messages at ``at``."""
+        index = bisect_right(self.consent_changes, at, key=lambda change: change[0])
+        return self.consent_changes[index - 1][2] if index else False
 
     def uses(self, counter: str) -> list[Use]:
         """The awards a limit counter has paid, by event time."""
@@ -814,6 +858,28 @@ class PatientAccount(Aggregate):
             reason=reason,
             qualifying_points=qualifying,
         )
+
+    def _notice_expiring(self, as_of: datetime, version: ProgramVersion) -> None:
+        """A notice for every live lot expiring within the notice period, once per lot."""
+        horizon = as_of + version.expiry_notice
+        due = sorted(
+            (
+                lot
+                for lot in self.lots.values()
+                if lot.remaining > 0
+                and as_of < lot.expires_at <= horizon
+                and lot.lot_id not in self.expiry_noticed
+            ),
+            key=lambda lot: (lot.expires_at, lot.lot_id),
+        )
+        for lot in due:
+            self.trigger_event(
+                self.ExpiryNoticeDue,
+                lot_id=lot.lot_id,
+                expires_at=lot.expires_at,
+                points=lot.remaining,
+                as_of=as_of,
+            )
 
     def _upgrade_if_reached(self, at: datetime, program: Program) -> None:
         version = program.at(at)

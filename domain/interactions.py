@@ -109,6 +109,14 @@ class Adjustment(Interaction):
     kind = "points.adjusted"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ConsentChange(Interaction):
+    """The patient's consent to marketing messages, in force from the event time."""
+
+    marketing: bool
+    kind = "consent.changed"
+
+
 # Interactions that do not make a patient "active" for retention: they move points or money
 # but are not engagement with care.
 NOT_ENGAGEMENT = frozenset(
@@ -118,5 +126,6 @@ NOT_ENGAGEMENT = frozenset(
         "payment.recorded",
         "interaction.voided",
         "points.adjusted",
+        "consent.changed",
     }
 )

@@ -85,6 +85,7 @@ class ProgramVersion:
     lot_lifetime: timedelta
     referral: ReferralRule
     spend: SpendRule
+    expiry_notice: timedelta = timedelta(days=30)  # a lot's notice is due this long before
     tier_names: tuple[str, ...] = field(init=False)
     earning_rules: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
     boosts: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)

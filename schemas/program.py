@@ -167,6 +167,9 @@ class VersionFile(_Strict):
     version: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")]
     effective_from: AwareDatetime
     lot_lifetime_days: Days
+    expiry_notice_days: Days = Field(
+        default=30, description="how many days before a lot expires its notice is due"
+    )
     qualification: Qualification
     tiers: Annotated[list[TierFile], Field(min_length=1)]
     rules: list[RuleFile]

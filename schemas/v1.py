@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal, TypeAlias, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from schemas.fields import (
     AMOUNT_RULE,
@@ -152,6 +152,12 @@ class PointsAdjustedDataV1(_Strict):
     operator: StaffId = _rule(STAFF_ID_RULE)
 
 
+class ConsentChangedDataV1(_Strict):
+    """The subject gave or withdrew consent to marketing messages (offers, expiring points)."""
+
+    marketing: StrictBool = _rule("must be true or false")
+
+
 class EnvelopeV1(_Strict):
     """CloudEvents 1.0 attributes common to every v1 interaction."""
 
@@ -258,6 +264,13 @@ class PointsAdjustedV1(EnvelopeV1):
     data: PointsAdjustedDataV1 = _rule(_DATA_RULE)
 
 
+class ConsentChangedV1(EnvelopeV1):
+    """consent.changed: the subject's marketing consent, in force from its event time."""
+
+    type: Literal["consent.changed"] = _rule('must be "consent.changed"')
+    data: ConsentChangedDataV1 = _rule(_DATA_RULE)
+
+
 InteractionV1: TypeAlias = Annotated[
     PatientEnrolledV1
     | VisitCompletedV1
@@ -270,7 +283,8 @@ InteractionV1: TypeAlias = Annotated[
     | RedemptionRequestedV1
     | RedemptionCancelledV1
     | InteractionVoidedV1
-    | PointsAdjustedV1,
+    | PointsAdjustedV1
+    | ConsentChangedV1,
     Field(discriminator="type"),
 ]
 

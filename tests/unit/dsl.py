@@ -120,6 +120,12 @@ def adjust(
     )
 
 
+def consent(
+    marketing: bool, when: datetime | None = None, *, id: str | None = None
+) -> di.ConsentChange:
+    return di.ConsentChange(**_cause(when, "portal", id), marketing=marketing)
+
+
 def void(target: di.Interaction, when: datetime | None = None, *, id: str | None = None) -> di.Void:
     return di.Void(
         **_cause(when, "emr", id),

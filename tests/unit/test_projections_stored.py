@@ -29,6 +29,7 @@ from tests.unit.dsl import (
     at,
     cancel,
     checkup,
+    consent,
     enrol,
     pay,
     redeem,
@@ -78,6 +79,8 @@ def every_event_type() -> list[Any]:
     )
     referrer.maintain(at(420))  # expiry, qualifying window, tier down
     referrer.given(adjust(40, at(421)), adjust(-90, at(422)))  # a credit, a debit into debt
+    referrer.given(consent(True, at(423)), visit(at(424)))
+    referrer.maintain(at(770))  # the visit's lot expires within 30 days: a notice
     graced = Ledger(program=GRACE, patient_id="patient-3").given(*[visit(at(0)) for _ in range(10)])
     graced.maintain(at(400))  # below silver: the grace period starts
     graced.given(*[visit(at(401)) for _ in range(10)])

@@ -17,7 +17,7 @@ import pytest
 from careledger.programs import parse_program
 from domain.account import PatientAccount
 from domain.program import Program
-from tests.unit.dsl import Ledger, adjust, checkup, review, steps, visit, void
+from tests.unit.dsl import Ledger, adjust, checkup, consent, review, steps, visit, void
 
 
 def program(
@@ -352,3 +352,30 @@ def test_an_adjustment_credit_is_a_lot_and_a_debit_may_go_negative() -> None:
     assert (debit[0].entry.points, debit[0].debt_added) == (-300, 160)
     assert ledger.available == -160
     assert ledger.account.qualifying_points(day(2), ledger.program) == 100  # never qualifying
+
+
+# ------------------------------------------------------------- consent and expiry notices
+def notices(events: list[Any]) -> list[tuple[datetime, int]]:
+    return [
+        (e.expires_at, e.points) for e in events if isinstance(e, PatientAccount.ExpiryNoticeDue)
+    ]
+
+
+def test_an_expiring_lot_is_noticed_once_within_the_notice_period_with_consent() -> None:
+    ledger = Ledger(program=program([visits_rule()]))
+    ledger.given(visit(day(0)), consent(True, day(1)))
+    expires = day(365)
+
+    assert notices(ledger.maintain(day(334))) == []  # 31 days before
+    assert notices(ledger.maintain(day(335))) == [(expires, 100)]  # 30 days before
+    assert notices(ledger.maintain(day(336))) == []  # once per lot
+
+
+def test_no_notice_without_consent_at_the_time_of_the_close_of_day() -> None:
+    ledger = Ledger(program=program([visits_rule()]))
+    ledger.given(visit(day(0)), consent(True, day(1)), consent(False, day(300)))
+    assert notices(ledger.maintain(day(340))) == []
+
+    ledger.given(consent(True, day(200)))  # late: consent on from day 200, but off from 300
+    assert notices(ledger.maintain(day(341))) == []
+    assert ledger.account.consents_at(day(250)) is True

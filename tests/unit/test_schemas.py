@@ -49,6 +49,7 @@ MINIMAL_DATA: dict[str, dict[str, Any]] = {
         "reason": "goodwill",
         "operator": "staff:77",
     },
+    "consent.changed": {"marketing": True},
 }
 OPTIONAL_DATA: dict[str, dict[str, Any]] = {
     "patient.enrolled": {"referred_by": "p-9"},
@@ -507,6 +508,22 @@ def test_integers_outside_their_range_are_rejected(
 def test_integers_are_strict(event_type: str, field: str, low: int, high: int, bad: object) -> None:
     exc = rejected(event(event_type, **{f"data_{field}": bad}), "invalid_field")
     assert exc.reason.startswith(f"data.{field}: must be an integer from {low} to {high}")
+
+
+@pytest.mark.parametrize("marketing", [True, False])
+def test_consent_is_true_or_false(marketing: bool) -> None:
+    doc = event("consent.changed")
+    doc["data"]["marketing"] = marketing
+    parsed = parse_interaction(json.dumps(doc), now=NOW)
+    assert parsed.data.marketing is marketing  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad", ["true", 1, None, "yes"])
+def test_consent_must_be_a_json_boolean(bad: object) -> None:
+    doc = event("consent.changed")
+    doc["data"]["marketing"] = bad
+    exc = rejected(doc, "invalid_field")
+    assert exc.reason.startswith("data.marketing: must be true or false")
 
 
 ADJUSTMENT_RULE = "data.points: must be a non-zero integer from -1000000 to 1000000"

