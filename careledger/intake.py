@@ -52,6 +52,7 @@ def to_interaction(event: v1.InteractionV1) -> Addressed:
                 redemption_id=data.redemption_id,
                 reward_id=data.reward_id,
                 points=data.points,
+                partner_id=data.partner_id,
             )
         case v1.RedemptionCancelledV1(data=data):
             interaction = di.RedemptionCancellation(**cause, redemption_id=data.redemption_id)
@@ -69,6 +70,19 @@ def to_interaction(event: v1.InteractionV1) -> Addressed:
                 points=data.points,
                 reason=data.reason,
                 operator=data.operator,
+            )
+        case v1.PurchaseRecordedV1(data=data):
+            interaction = di.Purchase(
+                **cause,
+                purchase_id=data.purchase_id,
+                partner_id=data.partner_id,
+                amount=data.amount,
+                currency=data.currency,
+                category=data.category,
+            )
+        case v1.EngagementRecordedV1(data=data):
+            interaction = di.Engagement(
+                **cause, engagement_id=data.engagement_id, action=data.action
             )
         case v1.ConsentChangedV1(data=data):
             interaction = di.ConsentChange(**cause, marketing=data.marketing)

@@ -26,7 +26,16 @@ import yaml
 from pydantic import ValidationError
 
 from domain import interactions as di
-from domain.program import Downgrade, Program, ProgramVersion, ReferralRule, SpendRule, Tier
+from domain.program import (
+    ActivityGoal,
+    Downgrade,
+    Partner,
+    Program,
+    ProgramVersion,
+    ReferralRule,
+    SpendRule,
+    Tier,
+)
 from domain.rules import awards as aw
 from domain.rules.limits import Limit, Period
 from domain.rules.rule import Condition, Rule, Window
@@ -42,6 +51,8 @@ INTERACTION_CLASSES: Mapping[str, type[di.Interaction]] = {
     "assessment.completed": di.Assessment,
     "review.submitted": di.Review,
     "activity.reading": di.StepsReading,
+    "purchase.recorded": di.Purchase,
+    "engagement.recorded": di.Engagement,
 }
 CONDITION_VARIABLES = frozenset({"data", "event", "time", "local", "account"})
 _CAUSE = frozenset({"source", "source_id", "occurred_at"})
@@ -122,6 +133,24 @@ def semantic_problems(file: pf.ProgramFile) -> list[str]:
                 f"{at}.tiers: must name the same tiers as versions[0] ({', '.join(first_tiers)})"
             )
         problems += _rule_problems(at, version.rules)
+        problems += _partner_problems(at, version)
+        if version.qualification.basis == "goal_days" and version.activity is None:
+            problems.append(f"{at}.qualification.basis: goal_days needs an activity section")
+    return problems
+
+
+def _partner_problems(at: str, version: pf.VersionFile) -> list[str]:
+    partners = [p.id for p in version.partners]
+    problems = []
+    if partners and sum(p.home for p in version.partners) != 1:
+        problems.append(f"{at}.partners: exactly one partner must be home")
+    if len(set(partners)) != len(partners):
+        problems.append(f"{at}.partners: partner ids must be unique")
+    for k, rule in enumerate(version.rules):
+        named = rule.match.get("partner_id", [])
+        for partner in [named] if isinstance(named, str) else named:
+            if partner not in partners:
+                problems.append(f"{at}.rules[{k}].match.partner_id: no partner {partner!r}")
     return problems
 
 
@@ -248,6 +277,16 @@ def _version(v: pf.VersionFile) -> ProgramVersion:
         qualifying_window=timedelta(days=v.qualification.window_days),
         lot_lifetime=timedelta(days=v.lot_lifetime_days),
         expiry_notice=timedelta(days=v.expiry_notice_days),
+        partners=tuple(Partner(p.id, p.kind, p.home, p.redeem_only_here) for p in v.partners),
+        point_value=v.point_value.value / v.point_value.points if v.point_value else None,
+        activity=ActivityGoal(
+            v.activity.goal_steps,
+            v.activity.streak.days if v.activity.streak else 0,
+            v.activity.streak.points if v.activity.streak else 0,
+        )
+        if v.activity
+        else None,
+        qualification_basis=v.qualification.basis,
         referral=ReferralRule(
             v.referral.enabled,
             timedelta(days=v.referral.window_days),

@@ -29,13 +29,14 @@ from domain.interactions import (
     Enrolment,
     Interaction,
     Payment,
+    Purchase,
     RedemptionCancellation,
     RedemptionRequest,
     Referral,
     Visit,
     Void,
 )
-from domain.lots import take, trim
+from domain.lots import spendable, take, trim
 from domain.program import Downgrade, Program, ProgramVersion
 from domain.rules.engine import Decision, Payout, evaluate
 from domain.rules.limits import Use
@@ -203,6 +204,7 @@ class PatientAccount(Aggregate):
         reward_id: str
         allocations: list[Allocation]
         entry: LedgerEntry
+        partner_id: str | None = None  # where it was redeemed (None: home, or no coalition)
 
         def apply(self, aggregate: Any) -> None:
             aggregate._accept(self)
@@ -303,6 +305,7 @@ class PatientAccount(Aggregate):
     class PointsExpired(Aggregate.Event):
         lot_id: UUID
         entry: LedgerEntry
+        partner: str | None = None  # the partner that issued the lot
 
         def apply(self, aggregate: Any) -> None:
             aggregate._expire(self)
@@ -571,8 +574,14 @@ class PatientAccount(Aggregate):
                     raise errors.InteractionNotVoidable(
                         f"{receipt.kind} cannot be voided (cancel redemptions, adjust again)"
                     )
-            case Payment(currency=currency) if currency != version.spend.currency:
-                raise errors.CurrencyMismatch(f"payments must be in {version.spend.currency}")
+            case Payment(currency=currency) | Purchase(currency=currency) if (
+                currency != version.spend.currency
+            ):
+                raise errors.CurrencyMismatch(f"amounts must be in {version.spend.currency}")
+            case Purchase(partner_id=partner) | RedemptionRequest(partner_id=partner) if (
+                partner is not None and version.partner(partner) is None
+            ):
+                raise errors.UnknownPartner("partner_id: not a partner of this program")
             case _:
                 pass
 
@@ -613,6 +622,7 @@ class PatientAccount(Aggregate):
             source=interaction.source,
             source_id=interaction.source_id,
             occurred_at=at,
+            partner=getattr(interaction, "partner_id", None),
         )
         awards = [
             Award(
@@ -677,7 +687,10 @@ class PatientAccount(Aggregate):
         if request.redemption_id in self.redemptions:
             self._note(program, version, request, "redemption_id_repeated")
             return
-        if self.available < request.points:
+        partner = request.partner_id or version.home_partner
+        elsewhere = version.exclusive_partners - {partner}  # sub-ledgers spent only at home
+        available = min(self.available, spendable(self.lots, elsewhere))
+        if available < request.points:
             self._trigger_accepted(
                 program,
                 self.RedemptionRejected,
@@ -686,11 +699,11 @@ class PatientAccount(Aggregate):
                 reward_id=request.reward_id,
                 points=request.points,
                 reason="insufficient_points",
-                available=self.available,
+                available=available,
                 program_version=version.version,
             )
             return
-        allocations = list(take(self.lots, request.points))
+        allocations = list(take(self.lots, request.points, skip_partners=elsewhere))
         entry = self._entry(
             request, version, EntryKind.REDEEMED, -request.points, "redemption", "redeemed"
         )
@@ -702,6 +715,7 @@ class PatientAccount(Aggregate):
             reward_id=request.reward_id,
             allocations=allocations,
             entry=entry,
+            partner_id=partner,
         )
 
     def _on_cancellation(
@@ -965,9 +979,13 @@ class PatientAccount(Aggregate):
         source: str,
         source_id: str,
         occurred_at: datetime,
+        partner: str | None = None,
         **notes: str | None,
     ) -> list[Credit]:
-        """New lots for ``(points, kind, rule id)`` paid in this order; each first repays debt."""
+        """New lots for ``(points, kind, rule id)`` paid in this order; each first repays debt.
+
+        ``partner`` issued them (default the home partner, in a coalition program)."""
+        issuer = partner or version.home_partner
         credits = []
         available, debt = self.available, self.debt
         for points, kind, rule_id in payments:
@@ -987,9 +1005,8 @@ class PatientAccount(Aggregate):
             )
             repaid = min(debt, points)
             debt -= repaid
-            credits.append(
-                Credit(entry_id, occurred_at + version.lot_lifetime, points, repaid, entry)
-            )
+            expires_at = occurred_at + version.lot_lifetime
+            credits.append(Credit(entry_id, expires_at, points, repaid, entry, issuer))
         return credits
 
     def _entry(
@@ -1038,7 +1055,9 @@ class PatientAccount(Aggregate):
                 source_id=lot.source_id,
                 occurred_at=lot.expires_at,
             )
-            self.trigger_event(self.PointsExpired, lot_id=lot.lot_id, entry=entry)
+            self.trigger_event(
+                self.PointsExpired, lot_id=lot.lot_id, entry=entry, partner=lot.partner
+            )
         live = [lot.expires_at for lot in self.lots.values() if lot.remaining > 0]
         self._expiry_floor = min(live) if live else datetime.max.replace(tzinfo=as_of.tzinfo)
 
@@ -1072,6 +1091,7 @@ class PatientAccount(Aggregate):
                 remaining,
                 credit.entry.source,
                 credit.entry.source_id,
+                credit.partner,
             )
 
     def _use(self, award: Award, at: datetime, source: str, source_id: str) -> None:
@@ -1131,7 +1151,12 @@ class PatientAccount(Aggregate):
             if lot is None:
                 source, source_id = "careledger:redemption", event.redemption_id
                 self.lots[allocation.lot_id] = Lot(
-                    allocation.lot_id, allocation.expires_at, allocation.points, source, source_id
+                    allocation.lot_id,
+                    allocation.expires_at,
+                    allocation.points,
+                    source,
+                    source_id,
+                    allocation.partner,
                 )
             else:
                 lot.remaining += allocation.points

@@ -58,3 +58,9 @@ class IdConflict(LedgerError):
     """Raised when an interaction reuses a (source, id) the ledger accepted with other content."""
 
     code = "id_conflict"
+
+
+class UnknownPartner(LedgerError):
+    """Raised when a purchase or redemption names a partner the program does not have."""
+
+    code = "unknown_partner"

@@ -80,6 +80,7 @@ class RedemptionRequest(Interaction):
     redemption_id: str
     reward_id: str
     points: int
+    partner_id: str | None = None  # where it is redeemed (None: the home partner)
     kind = "redemption.requested"
 
 
@@ -107,6 +108,27 @@ class Adjustment(Interaction):
     reason: str
     operator: str
     kind = "points.adjusted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Purchase(Interaction):
+    """A purchase at a coalition partner, by category: it earns by partner and category."""
+
+    purchase_id: str
+    partner_id: str
+    amount: Decimal
+    currency: str
+    category: str
+    kind = "purchase.recorded"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Engagement(Interaction):
+    """Use of the portal or an online channel: an action code, never its content."""
+
+    engagement_id: str
+    action: str
+    kind = "engagement.recorded"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,8 +13,14 @@ from uuid import UUID
 from domain.values import Allocation, Lot
 
 
-def take(lots: dict[UUID, Lot], points: int, prefer: Iterable[UUID] = ()) -> Iterator[Allocation]:
-    """Choose lots to take ``points`` from: ``prefer``-red lots, then soonest-expiring."""
+def take(
+    lots: dict[UUID, Lot],
+    points: int,
+    prefer: Iterable[UUID] = (),
+    skip_partners: frozenset[str] = frozenset(),
+) -> Iterator[Allocation]:
+    """Choose lots to take ``points`` from: ``prefer``-red lots, then soonest-expiring;
+    lots issued by ``skip_partners`` are left alone (their points are spent elsewhere)."""
     preferred_ids = list(prefer)
     preferred = [lots[i] for i in preferred_ids if i in lots]
     skip = set(preferred_ids)
@@ -25,10 +31,17 @@ def take(lots: dict[UUID, Lot], points: int, prefer: Iterable[UUID] = ()) -> Ite
     for lot in [*preferred, *others]:
         if points <= 0:
             return
+        if lot.partner in skip_partners:
+            continue
         n = min(points, lot.remaining)
         if n > 0:
-            yield Allocation(lot.lot_id, lot.expires_at, n)
+            yield Allocation(lot.lot_id, lot.expires_at, n, lot.partner)
             points -= n
+
+
+def spendable(lots: dict[UUID, Lot], skip_partners: frozenset[str]) -> int:
+    """The points in lots not issued by ``skip_partners``."""
+    return sum(lot.remaining for lot in lots.values() if lot.partner not in skip_partners)
 
 
 def trim(allocations: list[Allocation], points: int) -> Iterator[Allocation]:

@@ -74,6 +74,26 @@ class SpendRule:
 
 
 @dataclass(frozen=True)
+class Partner:
+    """A coalition partner; ``exclusive`` partners' points are redeemed only at themselves."""
+
+    partner_id: str
+    kind: str
+    home: bool = False
+    exclusive: bool = False
+
+
+@dataclass(frozen=True)
+class ActivityGoal:
+    """A day is a goal day when its best reading meets ``goal_steps``; a streak bonus pays
+    ``streak_points`` for every complete block of ``streak_days`` consecutive goal days."""
+
+    goal_steps: int
+    streak_days: int = 0  # 0: no streak bonus
+    streak_points: int = 0
+
+
+@dataclass(frozen=True)
 class ProgramVersion:
     """Every rule and number the ledger decides with, for one version of a program."""
 
@@ -86,6 +106,10 @@ class ProgramVersion:
     referral: ReferralRule
     spend: SpendRule
     expiry_notice: timedelta = timedelta(days=30)  # a lot's notice is due this long before
+    partners: tuple[Partner, ...] = ()
+    point_value: Decimal | None = None  # money per point, in the program's currency
+    activity: ActivityGoal | None = None
+    qualification_basis: str = "qualifying_points"  # or "goal_days"
     tier_names: tuple[str, ...] = field(init=False)
     earning_rules: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
     boosts: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
@@ -98,6 +122,20 @@ class ProgramVersion:
             (boosts if rule.award.is_boost else earning).setdefault(rule.on, []).append(rule)
         object.__setattr__(self, "earning_rules", {k: tuple(v) for k, v in earning.items()})
         object.__setattr__(self, "boosts", {k: tuple(v) for k, v in boosts.items()})
+
+    @property
+    def home_partner(self) -> str | None:
+        """The partner that issues visits and engagement (None: a program without partners)."""
+        return next((p.partner_id for p in self.partners if p.home), None)
+
+    def partner(self, partner_id: str) -> Partner | None:
+        """The partner called ``partner_id``, if this version has one."""
+        return next((p for p in self.partners if p.partner_id == partner_id), None)
+
+    @property
+    def exclusive_partners(self) -> frozenset[str]:
+        """Partners whose points are redeemed only at themselves."""
+        return frozenset(p.partner_id for p in self.partners if p.exclusive)
 
     def tier(self, name: str) -> Tier:
         """The tier called ``name``."""

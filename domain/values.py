@@ -55,6 +55,7 @@ class Credit:
     points: int
     debt_repaid: int
     entry: LedgerEntry
+    partner: str | None = None  # the coalition partner that issued the points
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Allocation:
     lot_id: UUID
     expires_at: datetime
     points: int
+    partner: str | None = None  # the partner that issued the lot
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Lot:
     remaining: int
     source: str
     source_id: str
+    partner: str | None = None  # the partner that issued it (None: no coalition)
 
 
 @dataclass

@@ -21,19 +21,14 @@ Code = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 RuleId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")]
 Percent = Annotated[int, Field(ge=0, le=100, strict=True)]
 Money = Annotated[Decimal, Field(gt=0, decimal_places=2)]
-EARNING_INTERACTIONS = (
-    "visit.completed",
-    "checkup.completed",
-    "assessment.completed",
-    "review.submitted",
-    "activity.reading",
-)
 EarningInteraction = Literal[
     "visit.completed",
     "checkup.completed",
     "assessment.completed",
     "review.submitted",
     "activity.reading",
+    "purchase.recorded",
+    "engagement.recorded",
 ]
 
 
@@ -139,8 +134,42 @@ class TierFile(_Strict):
 
 
 class Qualification(_Strict):
-    basis: Literal["qualifying_points"] = "qualifying_points"
+    """What tiers are reached by: qualifying points, or goal days (needs ``activity``), in
+    the trailing ``window_days``."""
+
+    basis: Literal["qualifying_points", "goal_days"] = "qualifying_points"
     window_days: Days
+
+
+class PartnerFile(_Strict):
+    """A coalition partner: issues points for what is bought from it, redeems everyone's
+    (unless ``redeem_only_here``: its points are spent only at itself, a sub-ledger)."""
+
+    id: RuleId
+    kind: Literal["clinic", "pharmacy", "gift_shop", "wellness_centre", "other"]
+    home: bool = Field(default=False, description="issues visits and engagement; one per program")
+    redeem_only_here: bool = False
+
+
+class PointValue(_Strict):
+    """What points are worth, in the program's currency: ``value`` per ``points`` points."""
+
+    points: PositivePoints = 1000
+    value: Money
+
+
+class Streak(_Strict):
+    """A bonus for every complete block of ``days`` consecutive goal days."""
+
+    days: Annotated[int, Field(ge=2, le=366, strict=True)]
+    points: PositivePoints
+
+
+class Activity(_Strict):
+    """Daily activity goals: a day is a goal day when its best reading meets ``goal_steps``."""
+
+    goal_steps: Annotated[int, Field(ge=1, le=200_000, strict=True)]
+    streak: Streak | None = None
 
 
 class Referral(_Strict):
@@ -175,6 +204,9 @@ class VersionFile(_Strict):
     rules: list[RuleFile]
     referral: Referral
     spend: Spend
+    partners: list[PartnerFile] = Field(default_factory=list)
+    point_value: PointValue | None = None
+    activity: Activity | None = None
 
 
 class ProgramFile(_Strict):

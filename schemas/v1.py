@@ -45,6 +45,17 @@ DEFAULT_PROGRAM_ID: Final = "clinic-default"
 SPEC_VERSION: Final = "1.0"
 
 VisitType = Literal["in_person", "telehealth", "urgent_care", "specialist"]
+PurchaseCategory = Literal["front_store", "prescription", "gift", "service", "wellness_class"]
+EngagementAction = Literal[
+    "portal_login",
+    "record_viewed",
+    "message_sent",
+    "bill_paid_online",
+    "appointment_booked_online",
+    "survey_completed",
+    "social_follow",
+    "content_shared",
+]
 CheckupType = Literal["annual_wellness", "screening", "vaccination", "dental_cleaning"]
 
 
@@ -127,6 +138,7 @@ class RedemptionRequestedDataV1(_Strict):
     redemption_id: Id = _rule(ID_RULE)
     reward_id: Id = _rule(ID_RULE)
     points: int = bounded_int(1, 10_000_000)
+    partner_id: Id | None = _optional(ID_RULE + " (where it is redeemed; default the home partner)")
 
 
 class RedemptionCancelledDataV1(_Strict):
@@ -150,6 +162,23 @@ class PointsAdjustedDataV1(_Strict):
     points: NonZeroPoints = adjustment_points()
     reason: ReasonCode = _rule(REASON_CODE_RULE)
     operator: StaffId = _rule(STAFF_ID_RULE)
+
+
+class PurchaseRecordedDataV1(_Strict):
+    """A purchase at a coalition partner (no item detail: categories only)."""
+
+    purchase_id: Id = _rule(ID_RULE)
+    partner_id: Id = _rule(ID_RULE)
+    amount: Amount = _rule(AMOUNT_RULE)
+    currency: Currency = _rule(CURRENCY_RULE)
+    category: PurchaseCategory = _rule(_one_of(PurchaseCategory))
+
+
+class EngagementRecordedDataV1(_Strict):
+    """The subject used the portal or an online channel (an action code, never content)."""
+
+    engagement_id: Id = _rule(ID_RULE)
+    action: EngagementAction = _rule(_one_of(EngagementAction))
 
 
 class ConsentChangedDataV1(_Strict):
@@ -264,6 +293,20 @@ class PointsAdjustedV1(EnvelopeV1):
     data: PointsAdjustedDataV1 = _rule(_DATA_RULE)
 
 
+class PurchaseRecordedV1(EnvelopeV1):
+    """purchase.recorded: the subject bought something at a coalition partner."""
+
+    type: Literal["purchase.recorded"] = _rule('must be "purchase.recorded"')
+    data: PurchaseRecordedDataV1 = _rule(_DATA_RULE)
+
+
+class EngagementRecordedV1(EnvelopeV1):
+    """engagement.recorded: the subject used the patient portal or another online channel."""
+
+    type: Literal["engagement.recorded"] = _rule('must be "engagement.recorded"')
+    data: EngagementRecordedDataV1 = _rule(_DATA_RULE)
+
+
 class ConsentChangedV1(EnvelopeV1):
     """consent.changed: the subject's marketing consent, in force from its event time."""
 
@@ -284,7 +327,9 @@ InteractionV1: TypeAlias = Annotated[
     | RedemptionCancelledV1
     | InteractionVoidedV1
     | PointsAdjustedV1
-    | ConsentChangedV1,
+    | ConsentChangedV1
+    | PurchaseRecordedV1
+    | EngagementRecordedV1,
     Field(discriminator="type"),
 ]
 

@@ -50,12 +50,21 @@ MINIMAL_DATA: dict[str, dict[str, Any]] = {
         "operator": "staff:77",
     },
     "consent.changed": {"marketing": True},
+    "purchase.recorded": {
+        "purchase_id": "pu-1",
+        "partner_id": "pharmacy-1",
+        "amount": "12.34",
+        "currency": "CAD",
+        "category": "front_store",
+    },
+    "engagement.recorded": {"engagement_id": "en-1", "action": "portal_login"},
 }
 OPTIONAL_DATA: dict[str, dict[str, Any]] = {
     "patient.enrolled": {"referred_by": "p-9"},
     "visit.completed": {"location_id": "loc:7"},
     "review.submitted": {"channel": "sms"},
     "activity.reading": {"device": "watch.1"},
+    "redemption.requested": {"partner_id": "pharmacy-1"},
 }
 
 
