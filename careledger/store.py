@@ -232,15 +232,26 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder):
 
 
 class DataclassAsDict(Transcoding):
-    """Stores a frozen value dataclass as a dict of its fields."""
+    """Stores a frozen value dataclass as a dict of its fields.
+
+    Optional fields (default ``None``) are left out while they are ``None``: fields added to a
+    value later (an entry's ``reason``, a lot's ``partner``) cost nothing where unused, and the
+    dataclass's default restores them on the way back.
+    """
 
     def __init__(self, cls: type[Any]) -> None:
         self.type = cls
         self.name = cls.__name__
-        self.fields = tuple(f.name for f in dataclasses.fields(cls))
+        fields = dataclasses.fields(cls)
+        self.fields = tuple(f.name for f in fields if f.default is not None)
+        self.optional = tuple(f.name for f in fields if f.default is None)
 
     def encode(self, obj: Any) -> dict[str, Any]:
-        return {name: getattr(obj, name) for name in self.fields}
+        data = {name: getattr(obj, name) for name in self.fields}
+        for name in self.optional:
+            if (value := getattr(obj, name)) is not None:
+                data[name] = value
+        return data
 
     def decode(self, data: dict[str, Any]) -> Any:
         return self.type(**data)
