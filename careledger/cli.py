@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from careledger.bootstrap import configure_logging
 from careledger.commands import (
     demo_commands,
+    feed_commands,
     ledger_commands,
     producer_commands,
     program_commands,
@@ -27,6 +28,7 @@ COMMAND_MODULES = [
     producer_commands,
     report_commands,
     program_commands,
+    feed_commands,
 ]
 
 

@@ -49,3 +49,6 @@ class Settings(BaseSettings):
         1, ge=0, le=23, description="local hour after which the previous day is closed"
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    feed_batch_max: int = Field(
+        1000, ge=1, description="most ledger events the feed publishes per acknowledged batch"
+    )

@@ -4,6 +4,7 @@
 |----------------------------------|---------------------|----------------|-----------------------|
 | `careledger.interactions.v1`     | patient (`subject`) | `schemas.v1`   | `producers.publisher` |
 | `careledger.interactions.v1.dlq` | the refused key     | payload + code | the ledger worker     |
+| `careledger.ledger.v1`           | patient (`subject`) | `schemas.ledger_v1` | `careledger feed` |
 
 The interactions topic is written only through ``producers.publisher.InteractionPublisher``:
 upstream systems call ``publish`` (validated), ``careledger simulate`` calls its unvalidated
@@ -47,4 +48,14 @@ INTERACTIONS_DLQ: Final = TopicSpec(
     writer="the ledger worker (consumers/)",
 )
 
-TOPICS: Final[tuple[TopicSpec, ...]] = (INTERACTIONS, INTERACTIONS_DLQ)
+# What the ledger did, for other systems (messaging, CRM, mirrors): at least once, ids
+# derived from the ledger fact so consumers dedupe.
+LEDGER_TOPIC: Final = "careledger.ledger.v1"
+LEDGER: Final = TopicSpec(
+    name=LEDGER_TOPIC,
+    key="patient id (CloudEvents subject)",
+    schema="ledger.v1 CloudEvent, structured JSON (schemas.ledger_v1)",
+    writer="careledger feed (producers.feed)",
+)
+
+TOPICS: Final[tuple[TopicSpec, ...]] = (INTERACTIONS, INTERACTIONS_DLQ, LEDGER)
