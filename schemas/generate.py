@@ -1,11 +1,12 @@
 """Write (or with --check, verify) the published JSON Schema files from the pydantic models.
 
-Two contracts are published under ``schemas/json/``: the v1 events (``v1/``, from
-``schemas.v1``) that upstream teams validate against, and the program file
-(``program.schema.json``, from ``schemas.program``) that program managers' editors validate
-against. Both are committed; the models stay the source of truth and a test fails when the
-files disagree. Output is deterministic (sorted
-keys, 2-space indent, trailing newline) so a regeneration only shows real changes.
+Three contracts are published under ``schemas/json/``: the v1 events (``v1/``, from
+``schemas.v1``) that upstream teams validate against, the outbound ledger facts
+(``ledger.v1/``, from ``schemas.ledger_v1``) that ``careledger feed`` publishes, and the
+program file (``program.schema.json``, from ``schemas.program``) that program managers'
+editors validate against. All are committed; the models stay the source of truth and a
+test fails when the files disagree. Output is deterministic (sorted keys, 2-space indent,
+trailing newline) so a regeneration only shows real changes.
 
 Usage: ``python -m schemas.generate [--check]``
 """
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from schemas.ledger_v1 import LEDGER_SOURCE, OUTBOUND_BY_TYPE, SCHEMA_BASE_URL
 from schemas.program import ProgramFile
 from schemas.v1 import DEFAULT_PROGRAM_ID, MAX_EVENT_BYTES, MODELS_BY_TYPE
 
@@ -25,7 +27,7 @@ JSON_DIR: Final = Path(__file__).parent / "json"
 SCHEMA_DIR: Final = JSON_DIR / "v1"
 PROGRAM_SCHEMA: Final = "program.schema.json"
 # The folders render() writes into, relative to JSON_DIR; stray .json files there are removed.
-_FOLDERS: Final = (".", "v1")
+_FOLDERS: Final = (".", "v1", "ledger.v1")
 _DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 
 # Rules the per-event schemas cannot express; stated once so upstream teams see them.
@@ -63,6 +65,32 @@ def render() -> dict[str, str]:
     }
     files["v1/index.json"] = _dump(index)
     files[PROGRAM_SCHEMA] = _dump(program_schema())
+    files.update(outbound_schemas())
+    return files
+
+
+def outbound_schemas() -> dict[str, str]:
+    """The files of the outbound contract: one schema per type and an index."""
+    files: dict[str, str] = {}
+    for event_type, model in OUTBOUND_BY_TYPE.items():
+        schema = model.model_json_schema(mode="serialization")
+        schema.update(
+            {"$schema": _DIALECT, "$id": f"{SCHEMA_BASE_URL}{event_type}.json", "title": event_type}
+        )
+        files[f"ledger.v1/{event_type}.json"] = _dump(schema)
+    index = {
+        "$id": f"{SCHEMA_BASE_URL}index.json",
+        "title": "careledger ledger facts, outbound contract ledger.v1 (CloudEvents 1.0)",
+        "version": "ledger.v1",
+        "topic": "careledger.ledger.v1",
+        "source": LEDGER_SOURCE,
+        "delivery": "at least once; dedupe by (source, id), ids are derived from the fact",
+        "events": [
+            {"type": event_type, "schema": f"{SCHEMA_BASE_URL}{event_type}.json"}
+            for event_type in OUTBOUND_BY_TYPE
+        ],
+    }
+    files["ledger.v1/index.json"] = _dump(index)
     return files
 
 

@@ -41,7 +41,10 @@ SCHEMA_BASE_URL: Final = "https://careledger.dev/schemas/ledger.v1/"
 
 
 class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Published schemas describe messages as sent (mode="serialization"): every field is there.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_serialization_defaults_required=True
+    )
 
 
 class CauseV1(_Out):
@@ -153,56 +156,56 @@ class LedgerEnvelopeV1(_Out):
 
 
 class PointsEarnedV1(LedgerEnvelopeV1):
-    """points.earned"""
+    """points.earned: a rule or a referral bonus paid points into a new lot."""
 
     type: Literal["points.earned"] = "points.earned"
     data: PointsEarnedDataV1
 
 
 class PointsRedeemedV1(LedgerEnvelopeV1):
-    """points.redeemed"""
+    """points.redeemed: the subject spent points on a reward."""
 
     type: Literal["points.redeemed"] = "points.redeemed"
     data: PointsRedeemedDataV1
 
 
 class PointsReturnedV1(LedgerEnvelopeV1):
-    """points.returned"""
+    """points.returned: a cancelled redemption gave its points back."""
 
     type: Literal["points.returned"] = "points.returned"
     data: PointsReturnedDataV1
 
 
 class PointsExpiredV1(LedgerEnvelopeV1):
-    """points.expired"""
+    """points.expired: points reached their lot's expiry."""
 
     type: Literal["points.expired"] = "points.expired"
     data: PointsExpiredDataV1
 
 
 class PointsReversedV1(LedgerEnvelopeV1):
-    """points.reversed"""
+    """points.reversed: a void took back what an interaction had paid."""
 
     type: Literal["points.reversed"] = "points.reversed"
     data: PointsReversedDataV1
 
 
 class PointsAdjustedV1(LedgerEnvelopeV1):
-    """points.adjusted"""
+    """points.adjusted: staff credited or debited the subject's points."""
 
     type: Literal["points.adjusted"] = "points.adjusted"
     data: PointsAdjustedDataV1
 
 
 class TierChangedV1(LedgerEnvelopeV1):
-    """tier.changed"""
+    """tier.changed: the subject's account moved to another tier."""
 
     type: Literal["tier.changed"] = "tier.changed"
     data: TierChangedDataV1
 
 
 class PointsExpiringV1(LedgerEnvelopeV1):
-    """points.expiring"""
+    """points.expiring: a marketing notice that a lot expires soon (consent on)."""
 
     type: Literal["points.expiring"] = "points.expiring"
     data: PointsExpiringDataV1
