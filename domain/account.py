@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -33,11 +33,13 @@ from domain.interactions import (
     RedemptionCancellation,
     RedemptionRequest,
     Referral,
+    StepsReading,
     Visit,
     Void,
 )
 from domain.lots import spendable, take, trim
 from domain.program import Downgrade, Program, ProgramVersion
+from domain.rules import streaks
 from domain.rules.engine import Decision, Payout, evaluate
 from domain.rules.limits import Use
 from domain.values import (
@@ -117,6 +119,7 @@ class PatientAccount(Aggregate):
         outcome: str
         rule_id: str | None = None  # the rule whose limit or award decided it, if one did
         program_version: str | None = None
+        goal_day: date | None = None  # a reading that met the program's daily goal
         explains_nothing_paid = True
 
     class PointsEarned(Accepted):
@@ -124,6 +127,7 @@ class PatientAccount(Aggregate):
 
         awards: list[Award]
         program_version: str | None = None
+        goal_day: date | None = None  # a reading that met the program's daily goal
         class_version = 2
 
         @staticmethod
@@ -186,6 +190,35 @@ class PatientAccount(Aggregate):
             aggregate._accept(self)
             changes = aggregate.consent_changes
             insort(changes, (self.occurred_at, len(changes), self.marketing))
+
+    class StreakBonusEarned(Aggregate.Event):
+        """A block of consecutive goal days is complete: its bonus, dated at the reading that
+        completed it (not multiplied, not qualifying, outside the rules' limits)."""
+
+        start_day: date
+        credit: Credit
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._credit(self.credit)
+            aggregate.streak_paid[self.start_day] = (self.credit.lot_id, self.credit.points)
+            aggregate.streak_payments[self.start_day] = (
+                aggregate.streak_payments.get(self.start_day, 0) + 1
+            )
+
+    class StreakBonusReversed(Aggregate.Event):
+        """A paid block is no longer a block of its run (a late reading joined two runs, or a
+        void broke one): its bonus is taken back, its own lot first."""
+
+        start_day: date
+        taken: list[Allocation]
+        debt_added: int
+        entry: LedgerEntry
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._draw(self.taken)
+            aggregate.debt += self.debt_added
+            aggregate._count(self.entry)
+            del aggregate.streak_paid[self.start_day]
 
     class ExpiryNoticeDue(Aggregate.Event):
         """A lot expires within the program's notice period and the patient consents to
@@ -392,6 +425,12 @@ class PatientAccount(Aggregate):
         self.referees_paid: set[str] = set()
         self.expired_lots: set[UUID] = set()
         self.expiry_noticed: set[UUID] = set()
+        # Goal days: the readings that met the goal, by day; the days, sorted; streak blocks
+        # paid (first day -> bonus lot and points) and how often each was paid (entry ids).
+        self.goal_readings: dict[date, set[str]] = {}
+        self.goal_days: list[date] = []
+        self.streak_paid: dict[date, tuple[UUID, int]] = {}
+        self.streak_payments: dict[date, int] = {}
         # Marketing consent by event time (ties in arrival order); off until the first.
         self.consent_changes: list[tuple[datetime, int, bool]] = []
         # A lower bound on the next lot expiry (None: unknown), a cache kept by apply().
@@ -456,7 +495,12 @@ class PatientAccount(Aggregate):
             self.trigger_event(
                 self.QualifyingPointsChanged, as_of=as_of, qualifying_points=qualifying
             )
-        self._review_tier(as_of, version, qualifying)
+        measure = qualifying
+        if version.qualification_basis == "goal_days":  # the window ending the day before
+            yesterday = as_of.astimezone(program.timezone).date() - timedelta(days=1)
+            window = version.qualifying_window.days
+            measure = streaks.count_in_window(self.goal_days, yesterday, window)
+        self._review_tier(as_of, version, measure)
         if self.consents_at(as_of):
             self._notice_expiring(as_of, version)
 
@@ -590,6 +634,11 @@ class PatientAccount(Aggregate):
     ) -> None:
         """Ask the rules in force at the event time what the interaction earns, and record it."""
         decision = evaluate(version, program.timezone, self, interaction)
+        goal = version.activity
+        goal_day = None
+        if goal is not None and isinstance(interaction, StepsReading):
+            goal_day = interaction.day if interaction.steps >= goal.goal_steps else None
+        new_goal_day = goal_day is not None and goal_day not in self.goal_readings
         if not decision.payouts:
             deciding = next(
                 (s.rule_id for s in decision.steps if s.outcome == decision.reason), None
@@ -601,9 +650,12 @@ class PatientAccount(Aggregate):
                 outcome=decision.reason,
                 rule_id=deciding,
                 program_version=version.version,
+                goal_day=goal_day,
             )
         else:
-            self._pay(interaction, program, version, decision.payouts)
+            self._pay(interaction, program, version, decision.payouts, goal_day)
+        if new_goal_day and goal_day is not None:
+            self._settle_activity(interaction, program, version, goal_day)
         if interaction.kind == Visit.kind:
             self._check_referral_qualifies(program)
 
@@ -613,6 +665,7 @@ class PatientAccount(Aggregate):
         program: Program,
         version: ProgramVersion,
         payouts: tuple[Payout, ...],
+        goal_day: date | None = None,
     ) -> None:
         """Credit each payout as its own lot and entry, then upgrade if a threshold was crossed."""
         at = interaction.occurred_at
@@ -644,6 +697,7 @@ class PatientAccount(Aggregate):
             qualifying_delta=(at, qualifying) if qualifying else None,
             awards=awards,
             program_version=version.version,
+            goal_day=goal_day,
         )
         self._upgrade_if_reached(at, program)
 
@@ -795,6 +849,9 @@ class PatientAccount(Aggregate):
             spend_total=spend_total,
             discount_percent=discount,
         )
+        day = receipt.goal_day
+        if day is not None and day not in self.goal_readings and version.activity is not None:
+            self._settle_activity(void, program, version, day)
 
     def _on_adjustment(
         self, adjustment: Adjustment, program: Program, version: ProgramVersion
@@ -872,6 +929,80 @@ class PatientAccount(Aggregate):
             reason=reason,
             qualifying_points=qualifying,
         )
+
+    def _settle_activity(
+        self, cause: Interaction, program: Program, version: ProgramVersion, day: date
+    ) -> None:
+        """After ``day`` became (or stopped being) a goal day: pay the streak blocks now owed
+        around it, take back those no longer owed, and upgrade on goal days."""
+        goal = version.activity
+        assert goal is not None
+        if goal.streak_days:
+            days = set(self.goal_days)
+            low, high = streaks.region(days | {day}, day)
+            owed = streaks.blocks_owed(days, low, high, goal.streak_days)
+            paid = {start for start in self.streak_paid if low <= start <= high}
+            for start in sorted(paid - owed):
+                self._reverse_streak(cause, version, start)
+            for start in sorted(owed - paid):
+                self._pay_streak(cause, version, start, goal.streak_points)
+        if version.qualification_basis == "goal_days" and day in self.goal_readings:
+            window = version.qualifying_window.days
+            best = streaks.best_window(self.goal_days, day, window)
+            reached = version.tier_for(best)
+            if version.rank(reached.name) > version.rank(self.tier):
+                self.trigger_event(
+                    self.TierChanged,
+                    from_tier=self.tier,
+                    to_tier=reached.name,
+                    occurred_at=cause.occurred_at,
+                    reason="goal_days",
+                    qualifying_points=best,
+                )
+
+    def _pay_streak(
+        self, cause: Interaction, version: ProgramVersion, start: date, points: int
+    ) -> None:
+        nth = self.streak_payments.get(start, 0)
+        (credit,) = self._credits(
+            version,
+            [(points, EntryKind.BONUS, "streak")],
+            source=cause.source,
+            source_id=cause.source_id,
+            occurred_at=cause.occurred_at,
+            entry_key=f"streak:{start.isoformat()}:{nth}",
+        )
+        self.trigger_event(self.StreakBonusEarned, start_day=start, credit=credit)
+
+    def _reverse_streak(self, cause: Interaction, version: ProgramVersion, start: date) -> None:
+        lot_id, points = self.streak_paid[start]
+        taken, debt_added = self._debit(points, prefer=(lot_id,))
+        nth = self.streak_payments.get(start, 0)
+        entry = LedgerEntry(
+            entry_id=derived_id(str(self.id), "streak-reversed", f"{start.isoformat()}:{nth}"),
+            kind=EntryKind.REVERSED.value,
+            points=-points,
+            balance_after=self.available - points,
+            rule_id="streak",
+            program_version=version.version,
+            source=cause.source,
+            source_id=cause.source_id,
+            occurred_at=cause.occurred_at,
+        )
+        self.trigger_event(
+            self.StreakBonusReversed,
+            start_day=start,
+            taken=taken,
+            debt_added=debt_added,
+            entry=entry,
+        )
+
+    def _forget_goal_reading(self, day: date, key: str) -> None:
+        readings = self.goal_readings[day]
+        readings.discard(key)
+        if not readings:
+            del self.goal_readings[day]
+            self.goal_days.remove(day)
 
     def _notice_expiring(self, as_of: datetime, version: ProgramVersion) -> None:
         """A notice for every live lot expiring within the notice period, once per lot."""
@@ -980,6 +1111,7 @@ class PatientAccount(Aggregate):
         source_id: str,
         occurred_at: datetime,
         partner: str | None = None,
+        entry_key: str | None = None,
         **notes: str | None,
     ) -> list[Credit]:
         """New lots for ``(points, kind, rule id)`` paid in this order; each first repays debt.
@@ -989,7 +1121,11 @@ class PatientAccount(Aggregate):
         credits = []
         available, debt = self.available, self.debt
         for points, kind, rule_id in payments:
-            entry_id = derived_id(str(self.id), source, source_id, kind.value, rule_id)
+            entry_id = (
+                derived_id(str(self.id), entry_key)
+                if entry_key
+                else derived_id(str(self.id), source, source_id, kind.value, rule_id)
+            )
             available += points
             entry = LedgerEntry(
                 entry_id=entry_id,
@@ -1063,7 +1199,15 @@ class PatientAccount(Aggregate):
 
     # ------------------------------------------------------ state transitions
     def _accept(self, event: PatientAccount.Accepted) -> None:
-        self.receipts[interaction_key(event.source, event.source_id)] = event.receipt()
+        key = interaction_key(event.source, event.source_id)
+        receipt = self.receipts[key] = event.receipt()
+        goal_day = getattr(event, "goal_day", None)
+        if goal_day is not None:
+            receipt.goal_day = goal_day
+            if goal_day not in self.goal_readings:
+                self.goal_readings[goal_day] = set()
+                insort(self.goal_days, goal_day)
+            self.goal_readings[goal_day].add(key)
         at = event.occurred_at
         if self.latest_event_at is None or at > self.latest_event_at:
             self.latest_event_at = at
@@ -1174,6 +1318,8 @@ class PatientAccount(Aggregate):
             self._add_qualifying(receipt.occurred_at, -receipt.qualifying)
         for award in receipt.awards:
             self._release(award, receipt.occurred_at, event.voided_key)
+        if receipt.goal_day is not None:
+            self._forget_goal_reading(receipt.goal_day, event.voided_key)
         if event.spend_total is not None:
             self.spend_total = event.spend_total
             self.payments -= 1

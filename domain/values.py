@@ -7,7 +7,7 @@ them; nothing here depends on how they are stored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
@@ -115,6 +115,7 @@ class Receipt:
     awards: tuple[Award, ...] = ()
     amount: Decimal | None = None
     voided: bool = False
+    goal_day: date | None = None  # a reading that met the daily goal on this day
 
 
 @dataclass

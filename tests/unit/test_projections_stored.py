@@ -18,6 +18,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import register_topic
 
+from careledger.programs import builtin_programs
 from domain.account import PatientAccount, entries_of
 from domain.program import Downgrade
 from domain.rejection import RejectedInput
@@ -85,6 +86,10 @@ def every_event_type() -> list[Any]:
     graced.maintain(at(400))  # below silver: the grace period starts
     graced.given(*[visit(at(401)) for _ in range(10)])
     graced.maintain(at(402))  # back at silver: the grace is cleared
+    motion = Ledger(program=builtin_programs()["activity-motion"], patient_id="patient-4")
+    days = [at(d).date() for d in range(14)]
+    motion.given(*[steps(d, 12000, at(30)) for i, d in enumerate(days) if i != 5])  # block 6..12
+    motion.given(steps(days[5], 12000, at(31)))  # the gap filled: the block moves to 0..6
     rejected = RejectedInput.record(
         origin="file:in.jsonl:7",
         code="invalid_field",
@@ -97,6 +102,7 @@ def every_event_type() -> list[Any]:
         *referrer.account.pending_events,
         *referee.account.pending_events,
         *graced.account.pending_events,
+        *motion.account.pending_events,
         *rejected.collect_events(),
     ]
 
