@@ -1,10 +1,11 @@
 """``careledger demo``: the whole system on realistic traffic, in one command.
 
-Starts the embedded broker (unless ``CARELEDGER_KAFKA_BOOTSTRAP`` is set), the worker and the
-projector in this process, streams a simulated period of clinic traffic, waits until every
-record is committed and every read model is up to date, prints a summary read from the read
-models, writes the HTML report, and stops everything it started. With ``--prometheus`` a
-local Prometheus server scrapes it meanwhile, and it keeps serving until interrupted.
+Starts the embedded broker (unless ``CARELEDGER_KAFKA_BOOTSTRAP`` is set), the worker, the
+projector and the outbound feed in this process, streams a simulated period of clinic
+traffic, waits until every record is committed, every read model is up to date and every
+ledger fact is published, prints a summary read from the read models, writes the HTML
+report, and stops everything it started. With ``--prometheus`` a local Prometheus server
+scrapes it meanwhile, and it keeps serving until interrupted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from sqlalchemy import text
 from careledger import prometheus_server as prom
 from careledger.broker import EmbeddedBroker
 from careledger.commands.demo_summary import DemoSummary, Retention12m, render
+from careledger.commands.feed_commands import follow as follow_feed
+from careledger.commands.feed_commands import open_feed
 from careledger.commands.worker_commands import build_worker, prepare_topics
 from careledger.report import Report, collect
 from careledger.report import render as render_report
@@ -169,9 +172,13 @@ async def _demo(
     worker = build_worker(settings, registry)
     traffic = _Traffic(args.days)
     stop = asyncio.Event()
-    async with open_projector(settings, registry=registry) as projector:
+    async with (
+        open_projector(settings, registry=registry) as projector,
+        open_feed(settings, registry) as feed,
+    ):
         worker_task = asyncio.create_task(worker.run(stop))
         projector_task = asyncio.create_task(projector.follow(stop))
+        feed_task = asyncio.create_task(follow_feed(settings, feed, stop))
         reporter = asyncio.create_task(_progress(worker, traffic, sys.stderr.isatty()))
         try:
             await _publish(args, settings, traffic)
@@ -182,11 +189,15 @@ async def _demo(
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter  # ends the progress line before anything else is said
             stop.set()
-            await asyncio.gather(worker_task, projector_task)
+            await asyncio.gather(worker_task, projector_task, feed_task)
         _say(f"all {traffic.published:,} records committed")
         # The same projector (and metrics): the retention gauge ends at the final figure.
         await projector.catch_up()
-    return await _summary(args, settings, registry, traffic)
+        await feed.catch_up()
+        _say(f"feed: {feed.published:,} ledger facts published to {feed.topic}")
+    summary = await _summary(args, settings, registry, traffic)
+    summary.machine["feed_messages"] = feed.published
+    return summary
 
 
 @dataclass
