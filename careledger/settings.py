@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///.careledger/careledger.db"
@@ -49,6 +49,33 @@ class Settings(BaseSettings):
         1, ge=0, le=23, description="local hour after which the previous day is closed"
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    # The FHIR R4 edge (careledger fhir-gateway, docs/fhir.md).
+    pseudonym_key: SecretStr | None = Field(
+        None, description="HMAC key of the FHIR gateway's pseudonyms (32+ bytes; never logged)"
+    )
+    fhir_source: str = Field(
+        "", description="CloudEvents source of the FHIR gateway's interactions (one per EMR)"
+    )
+    fhir_program_id: str = Field(
+        "clinic-default", description="program of the FHIR gateway's interactions"
+    )
+    fhir_consumer_group: str = Field(
+        "careledger-fhir-gateway", description="Kafka consumer group of the FHIR gateway"
+    )
+    fhir_specialist_codes: str | None = Field(
+        None,
+        description="Encounter type/serviceType codes of a specialist visit (CODE or SYSTEM|CODE, "
+        "comma-separated; unset: the defaults in docs/fhir.md)",
+    )
+    fhir_annual_wellness_codes: str | None = Field(
+        None, description="Encounter type / Procedure codes of an annual wellness checkup"
+    )
+    fhir_screening_codes: str | None = Field(
+        None, description="Encounter type / Procedure codes of a screening checkup"
+    )
+    fhir_dental_cleaning_codes: str | None = Field(
+        None, description="Encounter type / Procedure codes of a dental cleaning checkup"
+    )
     feed_batch_max: int = Field(
         1000, ge=1, description="most ledger events the feed publishes per acknowledged batch"
     )

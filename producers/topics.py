@@ -5,11 +5,13 @@
 | `careledger.interactions.v1`     | patient (`subject`) | `schemas.v1`   | `producers.publisher` |
 | `careledger.interactions.v1.dlq` | the refused key     | payload + code | the ledger worker     |
 | `careledger.ledger.v1`           | patient (`subject`) | `schemas.ledger_v1` | `careledger feed` |
+| `careledger.fhir.r4`             | the EMR's choice    | FHIR R4 JSON   | the EMR (upstream)    |
+| `careledger.fhir.r4.dlq`         | none                | names + reason | the FHIR gateway      |
 
 The interactions topic is written only through ``producers.publisher.InteractionPublisher``:
 upstream systems call ``publish`` (validated), ``careledger simulate`` calls its unvalidated
-raw path on purpose to exercise the dead-letter path. The DLQ key is ``None`` when the refused
-record had no key.
+raw path on purpose to exercise the dead-letter path, and the FHIR gateway publishes what it
+maps through ``publish_many``. The DLQ key is ``None`` when the refused record had no key.
 
 Keys are patients, never event types: Kafka orders records per partition, and the ledger
 applies a patient's interactions in arrival order, so one patient must map to one partition.
@@ -58,4 +60,28 @@ LEDGER: Final = TopicSpec(
     writer="careledger feed (producers.feed)",
 )
 
-TOPICS: Final[tuple[TopicSpec, ...]] = (INTERACTIONS, INTERACTIONS_DLQ, LEDGER)
+# The FHIR R4 edge (docs/fhir.md): EMRs publish resources, the gateway maps them to v1
+# interactions; its dead letters name a resource and a reason, never the body (PHI).
+FHIR_TOPIC: Final = "careledger.fhir.r4"
+FHIR_DLQ_TOPIC: Final = "careledger.fhir.r4.dlq"
+FHIR: Final = TopicSpec(
+    name=FHIR_TOPIC,
+    key="whatever the EMR keys by (unused: the gateway derives the subject)",
+    schema="one FHIR R4 resource or a Bundle, JSON",
+    writer="the EMR (upstream); careledger demo --fhir",
+)
+FHIR_DLQ: Final = TopicSpec(
+    name=FHIR_DLQ_TOPIC,
+    key="none",
+    schema="headers careledger.code and careledger.fhir.resource_type|id|version_id, "
+    "the same as a small JSON value; never the resource",
+    writer="careledger fhir-gateway (consumers.fhir_gateway)",
+)
+
+TOPICS: Final[tuple[TopicSpec, ...]] = (
+    INTERACTIONS,
+    INTERACTIONS_DLQ,
+    LEDGER,
+    FHIR,
+    FHIR_DLQ,
+)
