@@ -49,6 +49,8 @@ FACT_EVENTS: Final = (
     PatientAccount.PointsEarned,
     PatientAccount.ReferralQualified,
     PatientAccount.ReferrerBonusEarned,
+    PatientAccount.StreakBonusEarned,
+    PatientAccount.StreakBonusReversed,
     PatientAccount.PointsRedeemed,
     PatientAccount.RedemptionCancelled,
     PatientAccount.PointsExpired,
@@ -112,6 +114,7 @@ def _credits_of(event: Any) -> list[Credit]:
         case (
             PatientAccount.ReferralQualified()
             | PatientAccount.ReferrerBonusEarned()
+            | PatientAccount.StreakBonusEarned()
             | PatientAccount.PointsAdjusted()
         ) if event.credit is not None:
             return [event.credit]
@@ -177,10 +180,7 @@ def _entry_message(
                 **envelope(entry.entry_id, "points.expired", at, holder), data=expired
             )
         case EntryKind.REVERSED:
-            source, _, source_id = event.voided_key.partition(_KEY_SEPARATOR)
-            reversed_ = PointsReversedDataV1(
-                **fields, voided=CauseV1(source=source, id=source_id), reason=event.reason
-            )
+            reversed_ = PointsReversedDataV1(**fields, **_reversal(event))
             return PointsReversedV1(
                 **envelope(entry.entry_id, "points.reversed", at, holder), data=reversed_
             )
@@ -197,6 +197,15 @@ def _entry_message(
                 **envelope(entry.entry_id, "points.adjusted", at, holder), data=adjusted
             )
     raise ValueError(f"no outbound type for ledger entries of kind {entry.kind!r}")
+
+
+def _reversal(event: Any) -> dict[str, Any]:
+    """What was voided and why; a streak bonus taken back (its block broken by a late
+    reading or a void: ``cause``) names neither."""
+    if isinstance(event, PatientAccount.InteractionVoided):
+        source, _, source_id = event.voided_key.partition(_KEY_SEPARATOR)
+        return {"voided": CauseV1(source=source, id=source_id), "reason": event.reason}
+    return {"voided": None, "reason": None}
 
 
 def fact_id(event: Any) -> UUID:

@@ -70,7 +70,8 @@ class _EntryData(_Out):
 
 
 class PointsEarnedDataV1(_EntryData):
-    """An earning rule paid (``earned``) or a referral bonus was paid (``bonus``): a new lot."""
+    """An earning rule paid (``earned``) or a bonus (referral, streak) was paid (``bonus``):
+    a new lot."""
 
     kind: Literal["earned", "bonus"]
     lot_id: UUID = Field(description="the lot the points went into (= this message's id)")
@@ -100,10 +101,11 @@ class PointsExpiredDataV1(_EntryData):
 
 
 class PointsReversedDataV1(_EntryData):
-    """A void took back what an interaction had paid."""
+    """A void took back what an interaction had paid, or a streak bonus was taken back
+    (``rule_id`` streak: its block was broken by ``cause``; ``voided`` and ``reason`` null)."""
 
-    voided: CauseV1 = Field(description="the interaction that was voided")
-    reason: ReasonCode = Field(description=REASON_CODE_RULE)
+    voided: CauseV1 | None = Field(description="the interaction that was voided")
+    reason: ReasonCode | None = Field(description=REASON_CODE_RULE)
 
 
 class PointsAdjustedDataV1(_EntryData):

@@ -4,6 +4,7 @@ exactly the expected facts, with ids that a replay, a second store or a re-run r
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,16 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from careledger.bootstrap import build_ledger
 from careledger.broker import EmbeddedBroker
+from careledger.ledger import Inbound
 from careledger.settings import Settings
 from producers.feed import FEED_POSITION, FeedOptions
 from schemas.ledger_v1 import LEDGER_SOURCE, LedgerEventV1, schema_url
 from tests.conftest import Database
+from tests.events import cloudevent
 from tests.integration.test_feed_support import (
+    NOW,
     PROGRAM,
     A,
     B,
@@ -446,3 +451,44 @@ def test_holders_and_causes_come_from_the_store_when_not_in_memory(
     asyncio.run(feed_into(ledger, kafka_broker.bootstrap, topic, options=options))
     messages = [m for _, m in asyncio.run(messages_on(kafka_broker.bootstrap, topic))]
     assert _ordered(messages) == EXPECTED
+
+
+def test_a_streak_bonus_and_its_reversal_are_published(
+    sqlite_database: Database, kafka_broker: EmbeddedBroker
+) -> None:
+    """Seven goal days pay the streak bonus (points.earned, kind bonus); voiding one of them
+    breaks the block and takes it back (points.reversed, rule streak, cause: the void)."""
+    ledger = build_ledger(_settings(sqlite_database))
+    events = [
+        cloudevent(
+            "activity.reading",
+            "streaker",
+            f"2026-03-0{day}T20:00:00Z",
+            {"metric": "steps", "day": f"2026-03-0{day}", "value": 12000},
+            id=f"s-{day}",
+            programid="activity-motion",
+        )
+        for day in range(1, 8)
+    ]
+    events.append(
+        cloudevent(
+            "interaction.voided",
+            "streaker",
+            "2026-03-09T10:00:00Z",
+            {"voided_id": "s-4", "voided_source": "urn:careledger:test", "reason": "device_error"},
+            id="s-void",
+            programid="activity-motion",
+        )
+    )
+    batch = [Inbound(f"file:streak:{e['id']}", json.dumps(e).encode(), NOW) for e in events]
+    assert all(r.outcome == "accepted" for r in ledger.apply_batch(batch).results)
+    topic = unique_name("ledger-streak")
+    asyncio.run(feed_into(ledger, kafka_broker.bootstrap, topic))
+    messages = [m for _, m in asyncio.run(messages_on(kafka_broker.bootstrap, topic))]
+    bonus = [m for m in messages if m.data.rule_id == "streak"]  # type: ignore[union-attr]
+    assert [(m.type, m.data.points, m.data.cause.id) for m in bonus] == [  # type: ignore[union-attr]
+        ("points.earned", 100, "s-7"),
+        ("points.reversed", -100, "s-void"),
+    ]
+    assert bonus[0].data.kind == "bonus"  # type: ignore[union-attr]
+    assert bonus[1].data.voided is None  # type: ignore[union-attr]
