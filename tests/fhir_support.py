@@ -22,7 +22,7 @@ from producers.fhir.mapping import MappingConfig, Translator
 from producers.fhir.pseudonyms import Pseudonyms
 
 RESOURCES = Path(__file__).resolve().parent / "fhir"
-SOURCE = "urn:careledger:emr:wexmoor"
+SOURCE = "urn:careledger:emr:north-clinic"
 KEY = b"test-only pseudonym key, 32+ bytes long"
 NOW = datetime(2025, 7, 1, 12, 0, tzinfo=UTC)
 ZONE = ZoneInfo("Europe/Berlin")
