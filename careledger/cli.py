@@ -11,6 +11,7 @@ from careledger.bootstrap import configure_logging
 from careledger.commands import (
     demo_commands,
     feed_commands,
+    fhir_commands,
     ledger_commands,
     producer_commands,
     program_commands,
@@ -29,6 +30,7 @@ COMMAND_MODULES = [
     report_commands,
     program_commands,
     feed_commands,
+    fhir_commands,
 ]
 
 
