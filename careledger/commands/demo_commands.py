@@ -37,6 +37,7 @@ from careledger.broker import EmbeddedBroker
 from careledger.commands.demo_summary import DemoSummary, Retention12m, render
 from careledger.commands.feed_commands import follow as follow_feed
 from careledger.commands.feed_commands import open_feed
+from careledger.commands.fhir_commands import DemoEmr, demo_emr
 from careledger.commands.worker_commands import build_worker, prepare_topics
 from careledger.report import Report, collect
 from careledger.report import render as render_report
@@ -84,6 +85,11 @@ def register(subparsers: Any) -> None:
     )
     demo.add_argument(
         "--verbose", action="store_true", help="log at CARELEDGER_LOG_LEVEL (INFO) on the console"
+    )
+    demo.add_argument(
+        "--fhir",
+        action="store_true",
+        help="send a quarter of the patients' clinical events as FHIR R4 through the gateway",
     )
     demo.set_defaults(handler=run_demo)
 
@@ -175,14 +181,15 @@ async def _demo(
     async with (
         open_projector(settings, registry=registry) as projector,
         open_feed(settings, registry) as feed,
+        demo_emr(settings, registry, stop, enabled=args.fhir) as emr,
     ):
         worker_task = asyncio.create_task(worker.run(stop))
         projector_task = asyncio.create_task(projector.follow(stop))
         feed_task = asyncio.create_task(follow_feed(settings, feed, stop))
         reporter = asyncio.create_task(_progress(worker, traffic, sys.stderr.isatty()))
         try:
-            await _publish(args, settings, traffic)
-            await _wait_committed(worker, traffic.published)
+            await _publish(args, settings, traffic, emr)
+            await _wait_committed(worker, traffic.published + (await emr.settled() if emr else 0))
             await asyncio.to_thread(worker.ledger.relay_until_idle)
         finally:
             reporter.cancel()
@@ -197,6 +204,8 @@ async def _demo(
         _say(f"feed: {feed.published:,} ledger facts published to {feed.topic}")
     summary = await _summary(args, settings, registry, traffic)
     summary.machine["feed_messages"] = feed.published
+    if emr:
+        summary.machine["fhir"] = emr.summary()
     return summary
 
 
@@ -273,9 +282,12 @@ async def _progress(worker: LedgerWorker, traffic: _Traffic, terminal: bool) -> 
             print(file=sys.stderr, flush=True)
 
 
-async def _publish(args: argparse.Namespace, settings: Settings, traffic: _Traffic) -> None:
+async def _publish(
+    args: argparse.Namespace, settings: Settings, traffic: _Traffic, emr: DemoEmr | None = None
+) -> None:
     async with InteractionPublisher(settings.kafka_bootstrap) as publisher:
-        await publisher.send_raw_many_unvalidated(_as_async(_records(args, traffic)))
+        records = _as_async(_records(args, traffic))
+        await publisher.send_raw_many_unvalidated(emr.divert(records) if emr else records)
 
 
 async def _as_async(

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, start_http_server
+from pydantic import SecretStr
 
 from careledger.programs import load_programs
 from careledger.settings import Settings
@@ -22,6 +27,7 @@ from consumers.fhir_metrics import GatewayMetrics
 from consumers.worker import install_signal_handlers
 from producers.admin import ensure_topic
 from producers.fhir import mapping
+from producers.fhir.emr import SimulatedEmr
 from producers.fhir.mapping import MappingConfig, Translator
 from producers.fhir.pseudonyms import Pseudonyms, WeakPseudonymKey
 from producers.topics import FHIR_DLQ_TOPIC, FHIR_TOPIC, INTERACTIONS_TOPIC
@@ -121,3 +127,91 @@ def run_gateway(args: argparse.Namespace, settings: Settings) -> int:
 
     asyncio.run(main())
     return 0
+
+
+# ------------------------------------------------------------------ careledger demo --fhir
+DEMO_SOURCE = "urn:careledger:demo:emr"
+# The demo's key when CARELEDGER_PSEUDONYM_KEY is unset: fixed, so a seed's run is the same
+# every time. Never use it for real patients.
+DEMO_KEY = "careledger-demo-only-pseudonym-key-not-for-production"
+
+
+class DemoEmr:
+    """``careledger demo --fhir``: an EMR publishing a share of the patients' clinical events
+    as FHIR resources, and a gateway in this process mapping them (see producers.fhir.emr)."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+        defaults: dict[str, Any] = {}
+        if settings.pseudonym_key is None:
+            defaults["pseudonym_key"] = SecretStr(DEMO_KEY)
+        if not settings.fhir_source:
+            defaults["fhir_source"] = DEMO_SOURCE
+        self.settings = settings.model_copy(update=defaults)
+        self.gateway = build_gateway(self.settings, registry)
+        self.emr = SimulatedEmr(self.gateway.translator.config.zone)
+        self.sent = 0
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, stop: asyncio.Event) -> None:
+        await prepare_topics(self.settings)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            client_id="careledger-demo-emr",
+            enable_idempotence=False,
+            acks="all",
+            linger_ms=5,
+        )
+        await self._producer.start()
+        self._task = asyncio.create_task(self.gateway.run(stop))
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._task is not None:
+            await self._task
+
+    async def divert(
+        self, records: AsyncIterator[tuple[str | None, bytes]]
+    ) -> AsyncIterator[tuple[str | None, bytes]]:
+        """Send the records the EMR owns as FHIR resources; pass the others on."""
+        assert self._producer is not None
+        pending: list[asyncio.Future[Any]] = []
+        async for key, payload in records:
+            resource = self.emr.resource(payload)
+            if resource is None:
+                yield key, payload
+                continue
+            pending.append(await self._producer.send(FHIR_TOPIC, orjson.dumps(resource)))
+            self.sent += 1
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+
+    async def settled(self) -> int:
+        """Wait until the gateway has done every resource sent; returns how many more
+        interactions it published than resources it received (skips, dead letters: fewer)."""
+        while self.gateway.consumed < self.sent:
+            await asyncio.sleep(0.1)
+        return self.gateway.published - self.sent
+
+    def summary(self) -> dict[str, int]:
+        return {"resources": self.sent, "interactions": self.gateway.published}
+
+
+@contextlib.asynccontextmanager
+async def demo_emr(
+    settings: Settings, registry: CollectorRegistry, stop: asyncio.Event, *, enabled: bool
+) -> AsyncIterator[DemoEmr | None]:
+    """A started :class:`DemoEmr` (None unless ``enabled``), stopped on exit after ``stop``."""
+    if not enabled:
+        yield None
+        return
+    emr = DemoEmr(settings, registry)
+    await emr.start(stop)
+    try:
+        yield emr
+    finally:
+        stop.set()
+        await emr.stop()
