@@ -21,24 +21,58 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta, timezone
-from typing import Any, Final, Literal, TypeAlias, get_args
+from datetime import datetime
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from producers.fhir import r4
+from producers.fhir.codes import (
+    DEFAULT_ANNUAL_WELLNESS_CODES,
+    DEFAULT_DENTAL_CLEANING_CODES,
+    DEFAULT_SCREENING_CODES,
+    DEFAULT_SPECIALIST_CODES,
+    STEPS_CODES,
+    CodeToken,
+    tokens,
+)
+from producers.fhir.outcomes import (
+    DEAD_LETTER_REASONS,
+    DeadLetter,
+    Mapped,
+    Outcome,
+    OutOfScope,
+    Refused,
+    Skipped,
+)
 from producers.fhir.pseudonyms import Pseudonyms
+from producers.fhir.resources import (
+    Bundle,
+    Concept,
+    Encounter,
+    Immunization,
+    Observation,
+    Period,
+    Procedure,
+    Quantity,
+    QuestionnaireResponse,
+    Reference,
+    Resource,
+)
+from producers.fhir.times import instant, period_end_day, rfc3339
 from schemas.fields import EventSource, ProgramId
 from schemas.v1 import CheckupType
 from schemas.validation import InvalidInteraction, parse_interaction
 
 __all__ = [
+    "DEAD_LETTER_REASONS",
     "DEFAULT_ANNUAL_WELLNESS_CODES",
     "DEFAULT_DENTAL_CLEANING_CODES",
     "DEFAULT_SCREENING_CODES",
     "DEFAULT_SPECIALIST_CODES",
+    "MAPPED_TYPES",
     "STEPS_CODES",
     "CodeToken",
     "DeadLetter",
@@ -49,159 +83,14 @@ __all__ = [
     "Translator",
 ]
 
-# Defaults (docs/fhir.md). A bare code matches that code in any system; "system|code" pins it.
-DEFAULT_ANNUAL_WELLNESS_CODES: Final = ("G0438", "G0439")  # HCPCS: Medicare annual wellness
-DEFAULT_DENTAL_CLEANING_CODES: Final = ("D1110",)  # CDT: prophylaxis, adult
-DEFAULT_SCREENING_CODES: Final = (
-    "77067",  # CPT: screening mammography, bilateral
-    "G0121",  # HCPCS: colorectal cancer screening, colonoscopy (not high risk)
-    "G0105",  # HCPCS: colorectal cancer screening, colonoscopy (high risk)
-    "G0104",  # HCPCS: colorectal cancer screening, flexible sigmoidoscopy
-    "82270",  # CPT: occult blood, feces (screening)
-    "G0101",  # HCPCS: cervical or vaginal cancer screening; pelvic and breast exam
-    "71271",  # CPT: low-dose CT for lung cancer screening
-    "G0442",  # HCPCS: annual alcohol misuse screening
-    "G0444",  # HCPCS: annual depression screening
-    "76706",  # CPT: ultrasound screening for abdominal aortic aneurysm
-)
-DEFAULT_SPECIALIST_CODES: Final = tuple(
-    f"http://snomed.info/sct|{code}"
-    for code in (
-        "394579002",  # Cardiology
-        "394582007",  # Dermatology
-        "394583002",  # Endocrinology
-        "394584008",  # Gastroenterology
-        "394591006",  # Neurology
-        "394594003",  # Ophthalmology
-        "394801008",  # Trauma and orthopedics
-    )
-)
-STEPS_CODES: Final = frozenset({"41950-7", "55423-8"})  # LOINC: steps in 24 h; steps, pedometer
 MAX_BUNDLE_DEPTH: Final = 3  # a Bundle in a Bundle in a Bundle, and no deeper
-
-SkipReason = Literal["unmapped_type", "not_completed", "not_mapped", "no_resource"]
-DeadLetterReason = Literal[
-    "not_json",
-    "not_a_resource",
-    "invalid_resource",
-    "bundle_too_deep",
-    "no_id",
-    "unknown_status",
-    "no_subject",
-    "bad_subject",
-    "missing_time",
-    "imprecise_time",
-    "invalid_time",
-    "missing_value",
-    "value_not_integer",
-    "value_out_of_range",
-]
-DEAD_LETTER_REASONS: Final = frozenset(get_args(DeadLetterReason))
-"""Every reason a dead letter can carry, besides the v1 contract's codes (schemas.codes)."""
-
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _PATIENT_REFERENCE = re.compile(
     r"(?:[a-z][a-z0-9+.-]*://[^\s/]+(?:/[^\s/]+)*/)?Patient/([A-Za-z0-9\-.]{1,64})"
     r"(?:/_history/[A-Za-z0-9\-.]{1,64})?"
 )
-_DATETIME = re.compile(
-    r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2})"
-    r"(?:T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2}))?)?)?"
-)
 _SOURCE: Final = TypeAdapter[str](EventSource)
 _PROGRAM: Final = TypeAdapter[str](ProgramId)
-
-
-# ------------------------------------------------------------------------------ outcomes
-@dataclass(frozen=True)
-class Mapped:
-    """A validated v1 interaction to publish, keyed by its (pseudonymous) subject."""
-
-    resource_type: str
-    event_type: str
-    key: str
-    value: bytes
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A resource the edge does not map; ``resource_type`` is already label-safe."""
-
-    resource_type: str
-    reason: SkipReason
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A resource of a mapped type that cannot be mapped: its name and why, never its body."""
-
-    reason: str
-    resource_type: str | None = None
-    resource_id: str | None = None
-    version_id: str | None = None
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        """Kafka headers naming the resource and the reason (absent fields are left out)."""
-        named = (
-            ("careledger.code", self.reason),
-            ("careledger.fhir.resource_type", self.resource_type),
-            ("careledger.fhir.id", self.resource_id),
-            ("careledger.fhir.version_id", self.version_id),
-        )
-        return [(name, value.encode()) for name, value in named if value is not None]
-
-    def value(self) -> bytes:
-        """The same fields as a small JSON object (the dead letter's record value)."""
-        return orjson.dumps(
-            {
-                "reason": self.reason,
-                "resource_type": self.resource_type,
-                "id": self.resource_id,
-                "version_id": self.version_id,
-            }
-        )
-
-
-Outcome: TypeAlias = Mapped | Skipped | DeadLetter
-
-
-class _Refused(Exception):
-    """Raised inside a mapping when the resource must be dead-lettered with ``reason``."""
-
-    def __init__(self, reason: DeadLetterReason) -> None:
-        super().__init__(reason)
-        self.reason: DeadLetterReason = reason
-
-
-class _OutOfScope(Exception):
-    """Raised inside a mapping when the resource is not one the edge maps."""
-
-    def __init__(self, reason: SkipReason) -> None:
-        super().__init__(reason)
-        self.reason: SkipReason = reason
-
-
-# ------------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class CodeToken:
-    """A code to match: ``system|code`` matches only in that system, a bare code in any."""
-
-    code: str
-    system: str | None = None
-
-    @classmethod
-    def parse(cls, token: str) -> CodeToken:
-        system, bar, code = token.strip().rpartition("|")
-        if not code or (bar and not system):
-            raise ValueError("a code token is CODE or SYSTEM|CODE")
-        return cls(code, system or None)
-
-    def matches(self, coding: _Coding) -> bool:
-        return coding.code == self.code and self.system in (None, coding.system)
-
-
-def _tokens(tokens: Sequence[str]) -> tuple[CodeToken, ...]:
-    return tuple(CodeToken.parse(token) for token in tokens if token.strip())
 
 
 @dataclass(frozen=True)
@@ -211,12 +100,12 @@ class MappingConfig:
     source: str
     program_id: str
     zone: ZoneInfo
-    specialist: tuple[CodeToken, ...] = field(default=_tokens(DEFAULT_SPECIALIST_CODES))
+    specialist: tuple[CodeToken, ...] = field(default=tokens(DEFAULT_SPECIALIST_CODES))
     checkups: Mapping[CheckupType, tuple[CodeToken, ...]] = field(
         default_factory=lambda: {
-            "annual_wellness": _tokens(DEFAULT_ANNUAL_WELLNESS_CODES),
-            "dental_cleaning": _tokens(DEFAULT_DENTAL_CLEANING_CODES),
-            "screening": _tokens(DEFAULT_SCREENING_CODES),
+            "annual_wellness": tokens(DEFAULT_ANNUAL_WELLNESS_CODES),
+            "dental_cleaning": tokens(DEFAULT_DENTAL_CLEANING_CODES),
+            "screening": tokens(DEFAULT_SCREENING_CODES),
         }
     )
 
@@ -247,97 +136,16 @@ class MappingConfig:
             source,
             program_id,
             zone,
-            _tokens(specialist),
+            tokens(specialist),
             {
-                "annual_wellness": _tokens(annual_wellness),
-                "dental_cleaning": _tokens(dental_cleaning),
-                "screening": _tokens(screening),
+                "annual_wellness": tokens(annual_wellness),
+                "dental_cleaning": tokens(dental_cleaning),
+                "screening": tokens(screening),
             },
         )
 
 
 # ------------------------------------------------------------- the fields the edge reads
-class _Fhir(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, populate_by_name=True)
-
-
-class _Coding(_Fhir):
-    system: str | None = None
-    code: str | None = None
-
-
-class _Concept(_Fhir):
-    coding: list[_Coding] = []
-
-
-class _Reference(_Fhir):
-    reference: str | None = None
-
-
-class _Period(_Fhir):
-    start: str | None = None
-    end: str | None = None
-
-
-class _Quantity(_Fhir):
-    value: int | float | None = None
-
-
-class _Meta(_Fhir):
-    versionId: str | None = None
-    lastUpdated: str | None = None
-
-
-class _Resource(_Fhir):
-    resourceType: str
-    id: str | None = None
-    meta: _Meta | None = None
-    status: str | None = None
-
-
-class _Encounter(_Resource):
-    class_: _Coding | None = Field(None, alias="class")
-    type: list[_Concept] = []
-    serviceType: _Concept | None = None
-    period: _Period | None = None
-    subject: _Reference | None = None
-
-
-class _Procedure(_Resource):
-    code: _Concept | None = None
-    performedDateTime: str | None = None
-    performedPeriod: _Period | None = None
-    subject: _Reference | None = None
-
-
-class _Immunization(_Resource):
-    occurrenceDateTime: str | None = None
-    patient: _Reference | None = None
-
-
-class _QuestionnaireResponse(_Resource):
-    authored: str | None = None
-    subject: _Reference | None = None
-
-
-class _Observation(_Resource):
-    code: _Concept | None = None
-    effectiveDateTime: str | None = None
-    effectiveInstant: str | None = None
-    effectivePeriod: _Period | None = None
-    valueQuantity: _Quantity | None = None
-    subject: _Reference | None = None
-
-
-class _Entry(_Fhir):
-    fullUrl: str | None = None
-    resource: dict[str, Any] | None = None
-
-
-class _Bundle(_Fhir):
-    entry: list[_Entry] = []
-
-
 # --------------------------------------------------------------------------- the drafts
 @dataclass(frozen=True)
 class _Draft:
@@ -346,14 +154,14 @@ class _Draft:
     event_type: str
     at: datetime
     data: dict[str, Any]
-    patient: _Reference | None
+    patient: Reference | None
 
 
 @dataclass(frozen=True)
 class _Kind:
     """A mapped resource type: its model, the statuses that map, and its mapping."""
 
-    model: type[_Resource]
+    model: type[Resource]
     done: frozenset[str]
     draft: Callable[[Any, _Context], _Draft]
 
@@ -403,7 +211,7 @@ class Translator:
             yield DeadLetter("bundle_too_deep", "Bundle", *_names(document))
             return
         try:
-            bundle = _Bundle.model_validate(document)
+            bundle = Bundle.model_validate(document)
         except ValidationError:
             yield DeadLetter("invalid_resource", "Bundle", *_names(document))
             return
@@ -425,35 +233,35 @@ class Translator:
         try:
             resource = kind.model.model_validate(document)
             if resource.id is None or resource_id is None:
-                raise _Refused("no_id")
+                raise Refused("no_id")
             return self._mapped(kind, resource, resource_id, context, now)
         except ValidationError:
             return DeadLetter("invalid_resource", resource_type, resource_id, version_id)
-        except _Refused as refused:
+        except Refused as refused:
             return DeadLetter(refused.reason, resource_type, resource_id, version_id)
         except InvalidInteraction as invalid:
             return DeadLetter(invalid.code, resource_type, resource_id, version_id)
-        except _OutOfScope as out:
+        except OutOfScope as out:
             return Skipped(resource_type, out.reason)
 
     def _mapped(
-        self, kind: _Kind, resource: _Resource, resource_id: str, context: _Context, now: datetime
+        self, kind: _Kind, resource: Resource, resource_id: str, context: _Context, now: datetime
     ) -> Mapped:
         status = resource.status
         if status is None or status not in r4.STATUSES[resource.resourceType]:
-            raise _Refused("unknown_status")
+            raise Refused("unknown_status")
         if status == "unknown":  # the EMR itself does not know whether it happened
-            raise _Refused("unknown_status")
+            raise Refused("unknown_status")
         if status == r4.ENTERED_IN_ERROR:
             return self._void(kind, resource, resource_id, context, now)
         if status not in kind.done:
-            raise _OutOfScope("not_completed")
+            raise OutOfScope("not_completed")
         draft = kind.draft(resource, context)
         event_id = context.pseudonyms.event_id(resource.resourceType, resource_id)
         return self._envelope(resource.resourceType, event_id, draft, context, now)
 
     def _void(
-        self, kind: _Kind, resource: _Resource, resource_id: str, context: _Context, now: datetime
+        self, kind: _Kind, resource: Resource, resource_id: str, context: _Context, now: datetime
     ) -> Mapped:
         """``interaction.voided`` for what the resource mapped to when it was done.
 
@@ -464,7 +272,7 @@ class Translator:
         original = kind.draft(resource, context)
         resource_type = resource.resourceType
         updated = resource.meta.lastUpdated if resource.meta else None
-        at = _instant(updated, context.config.zone)[0] if updated else original.at
+        at = instant(updated, context.config.zone)[0] if updated else original.at
         draft = _Draft(
             "interaction.voided",
             at,
@@ -487,7 +295,7 @@ class Translator:
             "id": event_id,
             "source": context.config.source,
             "type": draft.event_type,
-            "time": _rfc3339(draft.at),
+            "time": rfc3339(draft.at),
             "subject": subject,
             "programid": context.config.program_id,
             "datacontenttype": "application/json",
@@ -499,23 +307,23 @@ class Translator:
 
 
 # -------------------------------------------------------------------------- the mappings
-def _encounter(encounter: _Encounter, context: _Context) -> _Draft:
+def _encounter(encounter: Encounter, context: _Context) -> _Draft:
     checkup = _checkup(encounter.type, context.config)
     at = _at(encounter.period, context.config.zone)
     if checkup is not None:
         return _Draft("checkup.completed", at(), {"checkup_type": checkup}, encounter.subject)
     if encounter.class_ is None:
-        raise _Refused("invalid_resource")  # Encounter.class is 1..1 in R4
+        raise Refused("invalid_resource")  # Encounter.class is 1..1 in R4
     visit_type = _visit_type(encounter, context.config)
     visit_id = context.pseudonyms.local_id("visit", encounter.id or "")
     data = {"visit_id": visit_id, "visit_type": visit_type}
     return _Draft("visit.completed", at(), data, encounter.subject)
 
 
-def _visit_type(encounter: _Encounter, config: MappingConfig) -> str:
+def _visit_type(encounter: Encounter, config: MappingConfig) -> str:
     assert encounter.class_ is not None
     if encounter.class_.system not in (None, r4.ACT_CODE):
-        raise _OutOfScope("not_mapped")
+        raise OutOfScope("not_mapped")
     match encounter.class_.code:
         case "EMER":
             return "urgent_care"
@@ -525,80 +333,68 @@ def _visit_type(encounter: _Encounter, config: MappingConfig) -> str:
                 return "specialist"
             return "in_person" if code == "AMB" else "telehealth"
         case _:
-            raise _OutOfScope("not_mapped")
+            raise OutOfScope("not_mapped")
 
 
-def _procedure(procedure: _Procedure, context: _Context) -> _Draft:
+def _procedure(procedure: Procedure, context: _Context) -> _Draft:
     checkup = _checkup([procedure.code] if procedure.code else [], context.config)
     if checkup is None:
-        raise _OutOfScope("not_mapped")
+        raise OutOfScope("not_mapped")
     zone = context.config.zone
     if procedure.performedDateTime is not None:
-        at = _instant(procedure.performedDateTime, zone)[0]
+        at = instant(procedure.performedDateTime, zone)[0]
     else:
         at = _at(procedure.performedPeriod, zone)()
     return _Draft("checkup.completed", at, {"checkup_type": checkup}, procedure.subject)
 
 
-def _immunization(immunization: _Immunization, context: _Context) -> _Draft:
-    at = _instant(immunization.occurrenceDateTime, context.config.zone)[0]
+def _immunization(immunization: Immunization, context: _Context) -> _Draft:
+    at = instant(immunization.occurrenceDateTime, context.config.zone)[0]
     return _Draft("checkup.completed", at, {"checkup_type": "vaccination"}, immunization.patient)
 
 
-def _questionnaire_response(response: _QuestionnaireResponse, context: _Context) -> _Draft:
-    at = _instant(response.authored, context.config.zone)[0]
+def _questionnaire_response(response: QuestionnaireResponse, context: _Context) -> _Draft:
+    at = instant(response.authored, context.config.zone)[0]
     assessment_id = context.pseudonyms.local_id("assessment", response.id or "")
     return _Draft("assessment.completed", at, {"assessment_id": assessment_id}, response.subject)
 
 
-def _observation(observation: _Observation, context: _Context) -> _Draft:
+def _observation(observation: Observation, context: _Context) -> _Draft:
     codings = observation.code.coding if observation.code else []
     if not any(c.system == r4.LOINC and c.code in STEPS_CODES for c in codings):
-        raise _OutOfScope("not_mapped")
+        raise OutOfScope("not_mapped")
     zone = context.config.zone
     if observation.effectiveDateTime is not None or observation.effectiveInstant is not None:
-        at, _ = _instant(observation.effectiveDateTime or observation.effectiveInstant, zone)
+        at, _ = instant(observation.effectiveDateTime or observation.effectiveInstant, zone)
         day = at.astimezone(zone).date()
     else:
-        at, day = _period_end_day(observation.effectivePeriod, zone)
+        at, day = period_end_day(observation.effectivePeriod, zone)
     data = {"metric": "steps", "day": day.isoformat(), "value": _steps(observation.valueQuantity)}
     return _Draft("activity.reading", at, data, observation.subject)
 
 
-def _steps(quantity: _Quantity | None) -> int:
+def _steps(quantity: Quantity | None) -> int:
     if quantity is None or quantity.value is None:
-        raise _Refused("missing_value")
+        raise Refused("missing_value")
     value = quantity.value
     if isinstance(value, float):
         if not value.is_integer():
-            raise _Refused("value_not_integer")
+            raise Refused("value_not_integer")
         value = int(value)
     if not 0 <= value <= 200_000:
-        raise _Refused("value_out_of_range")
+        raise Refused("value_out_of_range")
     return value
 
 
-def _period_end_day(period: _Period | None, zone: ZoneInfo) -> tuple[datetime, date]:
-    """The day a period's total belongs to: its end's local day, or the day before when it
-    ends at exactly local midnight (a day's total is often written [00:00, next 00:00))."""
-    if period is None or period.end is None:
-        raise _Refused("missing_time")
-    at, has_time = _instant(period.end, zone)
-    local = at.astimezone(zone)
-    if has_time and local.time() == time(0, 0):
-        return at, local.date() - timedelta(days=1)
-    return at, local.date()
-
-
 _KINDS: Final[Mapping[str, _Kind]] = {
-    "Encounter": _Kind(_Encounter, frozenset({"finished"}), _encounter),
-    "Procedure": _Kind(_Procedure, frozenset({"completed"}), _procedure),
-    "Immunization": _Kind(_Immunization, frozenset({"completed"}), _immunization),
+    "Encounter": _Kind(Encounter, frozenset({"finished"}), _encounter),
+    "Procedure": _Kind(Procedure, frozenset({"completed"}), _procedure),
+    "Immunization": _Kind(Immunization, frozenset({"completed"}), _immunization),
     "QuestionnaireResponse": _Kind(
-        _QuestionnaireResponse, frozenset({"completed", "amended"}), _questionnaire_response
+        QuestionnaireResponse, frozenset({"completed", "amended"}), _questionnaire_response
     ),
     # R4's "corrected" is a kind of "amended" (the status hierarchy), so it maps too.
-    "Observation": _Kind(_Observation, frozenset({"final", "amended", "corrected"}), _observation),
+    "Observation": _Kind(Observation, frozenset({"final", "amended", "corrected"}), _observation),
 }
 MAPPED_TYPES: Final = frozenset(_KINDS)
 
@@ -617,7 +413,7 @@ def _fhir_id(value: object) -> str | None:
     return value if isinstance(value, str) and _FHIR_ID.fullmatch(value) else None
 
 
-def _patients_of(bundle: _Bundle) -> dict[str, str]:
+def _patients_of(bundle: Bundle) -> dict[str, str]:
     """A Bundle's Patient entries by fullUrl, so ``urn:uuid:`` references resolve."""
     found = {}
     for entry in bundle.entry:
@@ -628,77 +424,36 @@ def _patients_of(bundle: _Bundle) -> dict[str, str]:
     return found
 
 
-def _patient(reference: _Reference | None, in_bundle: Mapping[str, str]) -> str:
+def _patient(reference: Reference | None, in_bundle: Mapping[str, str]) -> str:
     """The normalised Patient reference (``Patient/<id>``) the subject is derived from."""
     if reference is None:
-        raise _Refused("no_subject")
+        raise Refused("no_subject")
     if reference.reference is None:
-        raise _Refused("bad_subject")  # an identifier or display only: nothing stable
+        raise Refused("bad_subject")  # an identifier or display only: nothing stable
     if reference.reference in in_bundle:
         return in_bundle[reference.reference]
     match = _PATIENT_REFERENCE.fullmatch(reference.reference)
     if match is None:
-        raise _Refused("bad_subject")
+        raise Refused("bad_subject")
     return f"Patient/{match.group(1)}"
 
 
-def _checkup(concepts: Sequence[_Concept], config: MappingConfig) -> CheckupType | None:
-    for checkup, tokens in config.checkups.items():
-        if _any_match(concepts, tokens):
+def _checkup(concepts: Sequence[Concept], config: MappingConfig) -> CheckupType | None:
+    for checkup, codes in config.checkups.items():
+        if _any_match(concepts, codes):
             return checkup
     return None
 
 
-def _any_match(concepts: Sequence[_Concept], tokens: Sequence[CodeToken]) -> bool:
-    return any(t.matches(c) for concept in concepts for c in concept.coding for t in tokens)
+def _any_match(concepts: Sequence[Concept], codes: Sequence[CodeToken]) -> bool:
+    return any(t.matches(c) for concept in concepts for c in concept.coding for t in codes)
 
 
-def _at(period: _Period | None, zone: ZoneInfo) -> Callable[[], datetime]:
+def _at(period: Period | None, zone: ZoneInfo) -> Callable[[], datetime]:
     """period.end, else period.start (deferred: an out-of-scope resource needs no time)."""
 
     def read() -> datetime:
         value = (period.end or period.start) if period else None
-        return _instant(value, zone)[0]
+        return instant(value, zone)[0]
 
     return read
-
-
-def _instant(value: str | None, zone: ZoneInfo) -> tuple[datetime, bool]:
-    """A FHIR dateTime as an aware datetime, and whether it had a time of day.
-
-    A full date without a time is the start of that day in the program's time zone; a year
-    or a year and month alone is too imprecise to earn anything by.
-    """
-    if value is None:
-        raise _Refused("missing_time")
-    match = _DATETIME.fullmatch(value)
-    if match is None:
-        raise _Refused("invalid_time")
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    if day is None:
-        raise _Refused("imprecise_time")
-    try:
-        if hour is None:
-            return datetime(int(year), int(month), int(day), tzinfo=zone), False
-        micros = int((fraction or "0").ljust(6, "0")[:6])
-        tz = UTC if offset == "Z" else _offset(offset)
-        at = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tz
-        )
-    except ValueError:
-        raise _Refused("invalid_time") from None
-    return at, True
-
-
-def _offset(text: str) -> timezone:
-    hours, minutes = int(text[1:3]), int(text[4:6])
-    if hours > 14 or minutes > 59:
-        raise ValueError("offset out of range")
-    delta = timedelta(hours=hours, minutes=minutes)
-    return timezone(-delta if text[0] == "-" else delta)
-
-
-def _rfc3339(at: datetime) -> str:
-    utc = at.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{utc.microsecond:06d}Z" if utc.microsecond else f"{text}Z"
