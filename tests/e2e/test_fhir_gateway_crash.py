@@ -102,16 +102,18 @@ def test_kill_minus_nine_mid_stream_loses_nothing() -> None:
             wait_for(lambda: _published(broker.bootstrap) >= len(expected) // 4, 120, "a quarter")
             gateway.send_signal(signal.SIGKILL)
             gateway.wait(10)
+            logs = gateway.stderr.read() if gateway.stderr else b""
             assert _published(broker.bootstrap) < len(expected), "the kill came too late"
             gateway = _start(env)
             wait_for(lambda: _published(broker.bootstrap) >= len(expected), 180, "every output")
             gateway.send_signal(signal.SIGTERM)
-            assert gateway.wait(30) == 0, (
-                gateway.stderr.read().decode()[-2000:] if gateway.stderr else ""
-            )
+            code = gateway.wait(30)
+            logs += gateway.stderr.read() if gateway.stderr else b""
+            assert code == 0, logs.decode()[-2000:]
         finally:
             if gateway.poll() is None:
                 gateway.kill()
         out = asyncio.run(read_topic(broker.bootstrap, INTERACTIONS_TOPIC, len(expected)))
+    assert KEY not in logs and b"crash-" not in logs  # no key, no patient reference
     arrived = {orjson.loads(r.value)["id"] for r in out}
     assert arrived == expected  # every mapped resource, maybe some twice, nothing else
