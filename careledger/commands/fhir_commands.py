@@ -193,6 +193,9 @@ class DemoEmr:
         """Wait until the gateway has done every resource sent; returns how many more
         interactions it published than resources it received (skips, dead letters: fewer)."""
         while self.gateway.consumed < self.sent:
+            if self._task is not None and self._task.done():
+                self._task.result()  # the gateway died: say why instead of waiting forever
+                raise RuntimeError("the FHIR gateway stopped before it was done")
             await asyncio.sleep(0.1)
         return self.gateway.published - self.sent
 
