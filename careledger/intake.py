@@ -45,7 +45,13 @@ def to_interaction(event: v1.InteractionV1) -> Addressed:
         case v1.ReferralMadeV1(data=data):
             interaction = di.Referral(**cause, referee=data.referee)
         case v1.PaymentRecordedV1(data=data):
-            interaction = di.Payment(**cause, amount=data.amount, currency=data.currency)
+            interaction = di.Payment(
+                **cause,
+                amount=data.amount,
+                currency=data.currency,
+                cashback_used=data.cashback_used,
+                prepaid_used=data.prepaid_used,
+            )
         case v1.RedemptionRequestedV1(data=data):
             interaction = di.RedemptionRequest(
                 **cause,
@@ -83,6 +89,27 @@ def to_interaction(event: v1.InteractionV1) -> Addressed:
         case v1.EngagementRecordedV1(data=data):
             interaction = di.Engagement(
                 **cause, engagement_id=data.engagement_id, action=data.action
+            )
+        case v1.RewardUsedV1(data=data):
+            interaction = di.RewardUse(
+                **cause, redemption_id=data.redemption_id, location_id=data.location_id
+            )
+        case v1.MembershipPurchasedV1(data=data):
+            interaction = di.MembershipPurchase(
+                **cause,
+                membership_id=data.membership_id,
+                plan_id=data.plan_id,
+                amount=data.amount,
+                currency=data.currency,
+            )
+        case v1.MembershipCancelledV1(data=data):
+            interaction = di.MembershipCancellation(**cause, membership_id=data.membership_id)
+        case v1.PrepaymentRecordedV1(data=data):
+            interaction = di.Prepayment(
+                **cause,
+                prepayment_id=data.prepayment_id,
+                amount=data.amount,
+                currency=data.currency,
             )
         case v1.ConsentChangedV1(data=data):
             interaction = di.ConsentChange(**cause, marketing=data.marketing)

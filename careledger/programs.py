@@ -28,8 +28,12 @@ from pydantic import ValidationError
 from domain import interactions as di
 from domain.program import (
     ActivityGoal,
+    Cashback,
+    CatalogueReward,
     Downgrade,
     Partner,
+    Plan,
+    Prepaid,
     Program,
     ProgramVersion,
     ReferralRule,
@@ -134,6 +138,14 @@ def semantic_problems(file: pf.ProgramFile) -> list[str]:
             )
         problems += _rule_problems(at, version.rules)
         problems += _partner_problems(at, version)
+        tier_names = {t.name for t in version.tiers}
+        for k, reward in enumerate(version.catalogue):
+            if reward.min_tier is not None and reward.min_tier not in tier_names:
+                problems.append(f"{at}.catalogue[{k}].min_tier: no tier {reward.min_tier!r}")
+        for name, items in (("catalogue", version.catalogue), ("plans", version.plans)):
+            ids = [item.id for item in items]
+            if len(set(ids)) != len(ids):
+                problems.append(f"{at}.{name}: ids must be unique")
         if version.qualification.basis == "goal_days" and version.activity is None:
             problems.append(f"{at}.qualification.basis: goal_days needs an activity section")
     return problems
@@ -287,6 +299,37 @@ def _version(v: pf.VersionFile) -> ProgramVersion:
         if v.activity
         else None,
         qualification_basis=v.qualification.basis,
+        catalogue={
+            r.id: CatalogueReward(
+                r.id, r.points, r.value, r.min_tier, _limits(r.limits, f"reward:{r.id}")
+            )
+            for r in v.catalogue
+        },
+        plans={
+            p.id: Plan(
+                p.id,
+                p.price,
+                1 if p.term == "month" else 12,
+                p.multiplier,
+                p.discount_percent,
+                tuple(p.benefits),
+            )
+            for p in v.plans
+        },
+        cashback=Cashback(v.cashback.percent, timedelta(days=v.cashback.expires_days))
+        if v.cashback
+        else None,
+        prepaid=Prepaid(
+            timedelta(days=v.prepaid.window_days),
+            tuple(
+                sorted(
+                    ((d.min_total, d.percent) for d in v.prepaid.discounts),
+                    reverse=True,
+                )
+            ),
+        )
+        if v.prepaid
+        else None,
         referral=ReferralRule(
             v.referral.enabled,
             timedelta(days=v.referral.window_days),
@@ -302,6 +345,7 @@ def _version(v: pf.VersionFile) -> ProgramVersion:
             spend.discount_max_percent,
             spend.reward_every_payments,
             spend.reward_id,
+            timedelta(days=spend.reward_valid_days) if spend.reward_valid_days else None,
         ),
     )
 
@@ -316,20 +360,24 @@ def _rule(r: pf.RuleFile) -> Rule:
         match={k: frozenset([v] if isinstance(v, str) else v) for k, v in r.match.items()},
         condition=_condition(r.when) if r.when else None,
         condition_text=r.when,
-        limits=tuple(
-            Limit(
-                per=Period(limit.per),
-                counter=limit.counter or r.id,
-                awards=limit.awards,
-                points=limit.points,
-                days=limit.days or 0,
-                reason=limit.reason,
-            )
-            for limit in r.limits
-        ),
+        limits=_limits(r.limits, r.id),
         window=Window(r.window.from_, r.window.until) if r.window else None,
         tier_multiplier=r.tier_multiplier,
         qualifying=qualifying,
+    )
+
+
+def _limits(limits: list[pf.Limit], default_counter: str) -> tuple[Limit, ...]:
+    return tuple(
+        Limit(
+            per=Period(limit.per),
+            counter=limit.counter or default_counter,
+            awards=limit.awards,
+            points=limit.points,
+            days=limit.days or 0,
+            reason=limit.reason,
+        )
+        for limit in limits
     )
 
 

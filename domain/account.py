@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -28,17 +28,22 @@ from domain.interactions import (
     ConsentChange,
     Enrolment,
     Interaction,
+    MembershipCancellation,
+    MembershipPurchase,
     Payment,
+    Prepayment,
     Purchase,
     RedemptionCancellation,
     RedemptionRequest,
     Referral,
+    RewardUse,
     StepsReading,
     Visit,
     Void,
 )
 from domain.lots import spendable, take, trim
 from domain.program import Downgrade, Program, ProgramVersion
+from domain.rewards import VOUCHER_VALIDITY, Membership, MoneyLot, Voucher, add_months, cents_down
 from domain.rules import streaks
 from domain.rules.engine import Decision, Payout, evaluate
 from domain.rules.limits import Use
@@ -48,6 +53,7 @@ from domain.values import (
     Balance,
     Credit,
     EntryKind,
+    Holdings,
     LedgerEntry,
     Lot,
     Receipt,
@@ -220,6 +226,114 @@ class PatientAccount(Aggregate):
             aggregate._count(self.entry)
             del aggregate.streak_paid[self.start_day]
 
+    class VoucherIssued(Aggregate.Event):
+        """A redemption of a catalogue reward (or a stamp card's Nth payment) issued a voucher."""
+
+        voucher_id: str
+        reward_id: str
+        points: int
+        issued_at: datetime
+        expires_at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.vouchers[self.voucher_id] = Voucher(
+                self.voucher_id, self.reward_id, self.points, self.issued_at, self.expires_at
+            )
+
+    class VoucherUsed(Accepted):
+        voucher_id: str
+        location_id: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._accept(self)
+            voucher = aggregate.vouchers[self.voucher_id]
+            voucher.status, voucher.used_at = "used", self.occurred_at
+
+    class VoucherEnded(Aggregate.Event):
+        """A voucher was cancelled with its redemption, or expired unused (maintenance)."""
+
+        voucher_id: str
+        status: str  # "cancelled" | "expired"
+        at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.vouchers[self.voucher_id].status = self.status
+
+    class MembershipStarted(Accepted):
+        membership_id: str
+        plan_id: str
+        amount: Decimal
+        started_at: datetime
+        paid_through: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._accept(self)
+            membership = aggregate.memberships.get(self.membership_id)
+            if membership is None:  # a lapsed membership bought again keeps its history
+                membership = Membership(
+                    self.membership_id, self.plan_id, self.started_at, self.paid_through
+                )
+                aggregate.memberships[self.membership_id] = membership
+            membership.status, membership.paid_through = "active", self.paid_through
+            membership.plan_id = self.plan_id
+            membership.periods.append((self.started_at, self.paid_through))
+
+    class MembershipRenewed(Accepted):
+        membership_id: str
+        amount: Decimal
+        paid_through: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._accept(self)
+            membership = aggregate.memberships[self.membership_id]
+            start, _ = membership.periods[-1]
+            membership.periods[-1] = (start, self.paid_through)
+            membership.paid_through = self.paid_through
+
+    class MembershipCancelled(Accepted):
+        """No refund: the membership stays active until its paid-through date."""
+
+        membership_id: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._accept(self)
+            membership = aggregate.memberships[self.membership_id]
+            membership.status, membership.cancelled_at = "cancelled", self.occurred_at
+
+    class MembershipLapsed(Aggregate.Event):
+        membership_id: str
+        at: datetime  # its paid-through date
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.memberships[self.membership_id].status = "lapsed"
+
+    class BenefitsChanged(Aggregate.Event):
+        """The benefit codes the patient holds (from the tier and a membership) changed."""
+
+        benefits: list[str]
+        at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.benefits = tuple(self.benefits)
+
+    class PrepaymentRecorded(Accepted):
+        amount: Decimal
+        prepaid_balance: Decimal
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._accept(self)
+            aggregate.prepaid_balance = self.prepaid_balance
+            insort(aggregate.prepayments, (self.occurred_at, self.amount))
+
+    class CashbackExpired(Aggregate.Event):
+        lot_id: str
+        amount: Decimal
+        at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.cashback_lots.pop(self.lot_id)
+            aggregate.cashback_balance -= self.amount
+
     class ExpiryNoticeDue(Aggregate.Event):
         """A lot expires within the program's notice period and the patient consents to
         hear about it: the outbound feed tells them, once per lot."""
@@ -238,6 +352,7 @@ class PatientAccount(Aggregate):
         allocations: list[Allocation]
         entry: LedgerEntry
         partner_id: str | None = None  # where it was redeemed (None: home, or no coalition)
+        counters: list[str] | None = None  # the catalogue reward's limit counters
 
         def apply(self, aggregate: Any) -> None:
             aggregate._accept(self)
@@ -289,6 +404,11 @@ class PatientAccount(Aggregate):
         discount_percent: int
         payments: int
         reward_unlocked: str | None
+        cashback_earned: Decimal | None = None  # into a cashback lot (id: the entry's cause)
+        cashback_expires_at: datetime | None = None
+        cashback_drawn: list[tuple[str, Decimal]] | None = None  # (lot, amount), soonest first
+        prepaid_drawn: Decimal | None = None
+        prepayment_discount_percent: int | None = None
 
         def receipt(self) -> Receipt:
             return Receipt(kind=self.interaction, occurred_at=self.occurred_at, amount=self.amount)
@@ -299,6 +419,7 @@ class PatientAccount(Aggregate):
             aggregate.payments = self.payments
             if self.reward_unlocked is not None:
                 aggregate.rewards_unlocked += 1
+            aggregate._apply_wallets(self)
 
     class ReferralMade(Accepted):
         referee: str
@@ -425,6 +546,13 @@ class PatientAccount(Aggregate):
         self.referees_paid: set[str] = set()
         self.expired_lots: set[UUID] = set()
         self.expiry_noticed: set[UUID] = set()
+        self.vouchers: dict[str, Voucher] = {}
+        self.memberships: dict[str, Membership] = {}
+        self.benefits: tuple[str, ...] = ()
+        self.cashback_lots: dict[str, MoneyLot] = {}
+        self.cashback_balance = Decimal("0.00")
+        self.prepaid_balance = Decimal("0.00")
+        self.prepayments: list[tuple[datetime, Decimal]] = []
         # Goal days: the readings that met the goal, by day; the days, sorted; streak blocks
         # paid (first day -> bonus lot and points) and how often each was paid (entry ids).
         self.goal_readings: dict[date, set[str]] = {}
@@ -473,8 +601,34 @@ class PatientAccount(Aggregate):
                 self._trigger_accepted(
                     program, self.ConsentChanged, interaction, marketing=interaction.marketing
                 )
+            case RewardUse():
+                self._trigger_accepted(
+                    program,
+                    self.VoucherUsed,
+                    interaction,
+                    voucher_id=interaction.redemption_id,
+                    location_id=interaction.location_id,
+                )
+            case MembershipPurchase():
+                self._on_membership_purchase(interaction, program, version)
+            case MembershipCancellation():
+                self._trigger_accepted(
+                    program,
+                    self.MembershipCancelled,
+                    interaction,
+                    membership_id=interaction.membership_id,
+                )
+            case Prepayment():
+                self._trigger_accepted(
+                    program,
+                    self.PrepaymentRecorded,
+                    interaction,
+                    amount=interaction.amount,
+                    prepaid_balance=self.prepaid_balance + interaction.amount,
+                )
             case _:
                 self._on_earning(interaction, program, version)
+        self._refresh_benefits(interaction.occurred_at, version)
         return ACCEPTED
 
     def decide(self, interaction: Interaction, program: Program) -> Decision:
@@ -501,6 +655,8 @@ class PatientAccount(Aggregate):
             window = version.qualifying_window.days
             measure = streaks.count_in_window(self.goal_days, yesterday, window)
         self._review_tier(as_of, version, measure)
+        self._maintain_rewards(as_of)
+        self._refresh_benefits(as_of, version)
         if self.consents_at(as_of):
             self._notice_expiring(as_of, version)
 
@@ -628,6 +784,57 @@ class PatientAccount(Aggregate):
                 raise errors.UnknownPartner("partner_id: not a partner of this program")
             case _:
                 pass
+        self._check_rewards(interaction, version)
+
+    def _check_rewards(self, interaction: Interaction, version: ProgramVersion) -> None:
+        """Guards of the rewards side: catalogue, vouchers, memberships, money wallets."""
+        at = interaction.occurred_at
+        match interaction:
+            case RedemptionRequest(reward_id=reward_id, points=points):
+                reward = version.catalogue.get(reward_id)
+                if version.catalogue and reward is None:
+                    raise errors.UnknownReward("reward_id: not a reward of this catalogue")
+                if reward is not None and points is not None and points != reward.points:
+                    raise errors.PriceMismatch("points: not the reward's price")
+                if reward is None and points is None:
+                    raise errors.MissingPoints("points: required without a catalogue")
+            case RedemptionCancellation(redemption_id=rid) if (
+                rid in self.vouchers and self.vouchers[rid].status == "used"
+            ):
+                raise errors.VoucherUsed("the voucher of this redemption was used")
+            case RewardUse(redemption_id=rid):
+                voucher = self.vouchers.get(rid)
+                if voucher is None:
+                    raise errors.UnknownVoucher("redemption_id: no voucher of this account")
+                if voucher.status == "used":
+                    raise errors.VoucherUsed("the voucher was used already")
+                if voucher.status == "cancelled":
+                    raise errors.VoucherCancelled("the voucher's redemption was cancelled")
+                if voucher.status == "expired" or at >= voucher.expires_at:
+                    raise errors.VoucherExpired("the voucher has expired")
+            case MembershipPurchase(plan_id=plan_id, amount=amount, currency=currency):
+                plan = version.plans.get(plan_id)
+                if plan is None:
+                    raise errors.UnknownPlan("plan_id: not a plan of this program")
+                if currency != version.spend.currency:
+                    raise errors.CurrencyMismatch(f"amounts must be in {version.spend.currency}")
+                if amount != plan.price:
+                    raise errors.PriceMismatch("amount: not the plan's price")
+            case MembershipCancellation(membership_id=mid):
+                membership = self.memberships.get(mid)
+                if membership is None:
+                    raise errors.UnknownMembership("membership_id: no such membership")
+                if membership.status != "active":
+                    raise errors.MembershipNotActive(f"the membership is {membership.status}")
+            case Prepayment(currency=currency) if currency != version.spend.currency:
+                raise errors.CurrencyMismatch(f"amounts must be in {version.spend.currency}")
+            case Payment(cashback_used=cashback, prepaid_used=prepaid):
+                if cashback is not None and cashback > self._cashback_at(at):
+                    raise errors.InsufficientCashback("cashback_used: more than the wallet holds")
+                if prepaid is not None and prepaid > self.prepaid_balance:
+                    raise errors.InsufficientPrepaid("prepaid_used: more than the wallet holds")
+            case _:
+                pass
 
     def _on_earning(
         self, interaction: Interaction, program: Program, version: ProgramVersion
@@ -723,6 +930,8 @@ class PatientAccount(Aggregate):
         spend_total = self.spend_total + payment.amount
         payments = self.payments + 1
         unlocks = payments // spend.reward_every_payments > self.rewards_unlocked
+        at = payment.occurred_at
+        self._expire_cashback(at)
         self._trigger_accepted(
             program,
             self.PaymentRecorded,
@@ -733,7 +942,17 @@ class PatientAccount(Aggregate):
             discount_percent=spend.discount_percent(spend_total),
             payments=payments,
             reward_unlocked=spend.reward_id if unlocks else None,
+            **self._wallet_facts(payment, version),
         )
+        if unlocks and spend.reward_validity is not None:  # a stamp card's voucher
+            self.trigger_event(
+                self.VoucherIssued,
+                voucher_id=f"{spend.reward_id}:{self.rewards_unlocked}",
+                reward_id=spend.reward_id,
+                points=0,
+                issued_at=at,
+                expires_at=at + spend.reward_validity,
+            )
 
     def _on_redemption(
         self, request: RedemptionRequest, program: Program, version: ProgramVersion
@@ -744,23 +963,29 @@ class PatientAccount(Aggregate):
         partner = request.partner_id or version.home_partner
         elsewhere = version.exclusive_partners - {partner}  # sub-ledgers spent only at home
         available = min(self.available, spendable(self.lots, elsewhere))
-        if available < request.points:
+        reward = version.catalogue.get(request.reward_id)
+        points = reward.points if reward is not None else request.points
+        assert points is not None  # checked: a free-form redemption names its points
+        refusal = None
+        if reward is not None:
+            refusal = self._reward_refusal(request, reward, version, program)
+        if refusal is None and available < points:
+            refusal = "insufficient_points"
+        if refusal is not None:
             self._trigger_accepted(
                 program,
                 self.RedemptionRejected,
                 request,
                 redemption_id=request.redemption_id,
                 reward_id=request.reward_id,
-                points=request.points,
-                reason="insufficient_points",
+                points=points,
+                reason=refusal,
                 available=available,
                 program_version=version.version,
             )
             return
-        allocations = list(take(self.lots, request.points, skip_partners=elsewhere))
-        entry = self._entry(
-            request, version, EntryKind.REDEEMED, -request.points, "redemption", "redeemed"
-        )
+        allocations = list(take(self.lots, points, skip_partners=elsewhere))
+        entry = self._entry(request, version, EntryKind.REDEEMED, -points, "redemption", "redeemed")
         self._trigger_accepted(
             program,
             self.PointsRedeemed,
@@ -770,7 +995,17 @@ class PatientAccount(Aggregate):
             allocations=allocations,
             entry=entry,
             partner_id=partner,
+            counters=[limit.counter for limit in reward.limits] if reward else None,
         )
+        if reward is not None:
+            self.trigger_event(
+                self.VoucherIssued,
+                voucher_id=request.redemption_id,
+                reward_id=reward.reward_id,
+                points=points,
+                issued_at=request.occurred_at,
+                expires_at=request.occurred_at + VOUCHER_VALIDITY,
+            )
 
     def _on_cancellation(
         self, cancel: RedemptionCancellation, program: Program, version: ProgramVersion
@@ -820,6 +1055,11 @@ class PatientAccount(Aggregate):
             debt_repaid=debt_repaid,
             entries=entries,
         )
+        voucher = self.vouchers.get(cancel.redemption_id)
+        if voucher is not None and voucher.status == "issued":
+            self.trigger_event(
+                self.VoucherEnded, voucher_id=voucher.voucher_id, status="cancelled", at=at
+            )
 
     def _on_void(self, void: Void, program: Program, version: ProgramVersion) -> None:
         key = interaction_key(void.voided_source, void.voided_id)
@@ -928,6 +1168,175 @@ class PatientAccount(Aggregate):
             occurred_at=as_of,
             reason=reason,
             qualifying_points=qualifying,
+        )
+
+    # ------------------------------------------------------------- rewards side
+    def _reward_refusal(
+        self,
+        request: RedemptionRequest,
+        reward: Any,
+        version: ProgramVersion,
+        program: Program,
+    ) -> str | None:
+        """Why a catalogue reward cannot be had now (a business outcome, recorded), or None."""
+        at = request.occurred_at
+        if reward.min_tier is not None and version.rank(self.tier_at(at)) < version.rank(
+            reward.min_tier
+        ):
+            return "reward_not_available"
+        for limit in reward.limits:
+            allowed, _ = limit.room(self.uses(limit.counter), at, program.timezone)
+            if not allowed:
+                return "reward_limit_reached"
+        return None
+
+    def _on_membership_purchase(
+        self, purchase: MembershipPurchase, program: Program, version: ProgramVersion
+    ) -> None:
+        """With no membership active at its time it starts one; with one active it renews it."""
+        at, plan = purchase.occurred_at, version.plans[purchase.plan_id]
+        active = self._membership_at(at)
+        if active is not None:
+            self._trigger_accepted(
+                program,
+                self.MembershipRenewed,
+                purchase,
+                membership_id=active.membership_id,
+                amount=purchase.amount,
+                paid_through=add_months(active.paid_through, plan.term_months),
+            )
+            return
+        self._trigger_accepted(
+            program,
+            self.MembershipStarted,
+            purchase,
+            membership_id=purchase.membership_id,
+            plan_id=plan.plan_id,
+            amount=purchase.amount,
+            started_at=at,
+            paid_through=add_months(at, plan.term_months),
+        )
+
+    def _membership_at(self, at: datetime) -> Membership | None:
+        return next((m for m in self.memberships.values() if m.active_at(at)), None)
+
+    def membership_plan_at(self, at: datetime) -> str | None:
+        """The plan of the membership active at ``at``, if any (for the earning multiplier)."""
+        membership = self._membership_at(at)
+        return membership.plan_id if membership is not None else None
+
+    def _maintain_rewards(self, as_of: datetime) -> None:
+        """Lapse memberships paid through by ``as_of``, expire vouchers and cashback due."""
+        for membership in sorted(self.memberships.values(), key=lambda m: m.paid_through):
+            if membership.status != "lapsed" and membership.paid_through <= as_of:
+                self.trigger_event(
+                    self.MembershipLapsed,
+                    membership_id=membership.membership_id,
+                    at=membership.paid_through,
+                )
+        for voucher in sorted(self.vouchers.values(), key=lambda v: (v.expires_at, v.voucher_id)):
+            if voucher.status == "issued" and voucher.expires_at <= as_of:
+                self.trigger_event(
+                    self.VoucherEnded,
+                    voucher_id=voucher.voucher_id,
+                    status="expired",
+                    at=voucher.expires_at,
+                )
+        self._expire_cashback(as_of)
+
+    def _refresh_benefits(self, at: datetime, version: ProgramVersion) -> None:
+        """Record the benefit codes held now (the tier's and an active membership's)."""
+        now = max(at, self.latest_event_at or at)
+        held = set(version.tier(self.tier).benefits) if self.tier in version.tier_names else set()
+        plan_id = self.membership_plan_at(now)
+        if plan_id is not None and plan_id in version.plans:
+            held |= set(version.plans[plan_id].benefits)
+        benefits = sorted(held)
+        if tuple(benefits) != self.benefits:
+            self.trigger_event(self.BenefitsChanged, benefits=benefits, at=now)
+
+    def _cashback_at(self, at: datetime) -> Decimal:
+        return sum(
+            (lot.remaining for lot in self.cashback_lots.values() if lot.expires_at > at),
+            Decimal("0.00"),
+        )
+
+    def _expire_cashback(self, at: datetime) -> None:
+        due = sorted(
+            (lot for lot in self.cashback_lots.values() if lot.expires_at <= at),
+            key=lambda lot: (lot.expires_at, lot.lot_id),
+        )
+        for lot in due:
+            self.trigger_event(
+                self.CashbackExpired, lot_id=lot.lot_id, amount=lot.remaining, at=lot.expires_at
+            )
+
+    def _wallet_facts(self, payment: Payment, version: ProgramVersion) -> dict[str, Any]:
+        """What a payment does to the money wallets (nothing in programs without them)."""
+        facts: dict[str, Any] = {}
+        at = payment.occurred_at
+        if version.cashback is not None:
+            earned = cents_down(payment.amount * version.cashback.percent / 100)
+            if earned > 0:
+                facts["cashback_earned"] = earned
+                facts["cashback_expires_at"] = at + version.cashback.lifetime
+        if payment.cashback_used:
+            drawn, left = [], payment.cashback_used
+            for lot in sorted(self.cashback_lots.values(), key=lambda m: (m.expires_at, m.lot_id)):
+                take_now = min(left, lot.remaining)
+                if take_now > 0:
+                    drawn.append((lot.lot_id, take_now))
+                    left -= take_now
+            facts["cashback_drawn"] = drawn
+        if payment.prepaid_used:
+            facts["prepaid_drawn"] = payment.prepaid_used
+        if version.prepaid is not None:
+            facts["prepayment_discount_percent"] = self._prepayment_discount(at, version)
+        return facts
+
+    def _prepayment_discount(self, at: datetime, version: ProgramVersion) -> int:
+        prepaid = version.prepaid
+        if prepaid is None:
+            return 0
+        start = at - prepaid.window
+        total = sum((amount for when, amount in self.prepayments if start < when <= at), Decimal(0))
+        return prepaid.discount_percent(total)
+
+    def _apply_wallets(self, event: PatientAccount.PaymentRecorded) -> None:
+        for lot_id, amount in event.cashback_drawn or ():
+            lot = self.cashback_lots[lot_id]
+            lot.remaining -= amount
+            self.cashback_balance -= amount
+            if not lot.remaining:
+                del self.cashback_lots[lot_id]
+        if event.cashback_earned:
+            assert event.cashback_expires_at is not None
+            lot_id = interaction_key(event.source, event.source_id)
+            self.cashback_lots[lot_id] = MoneyLot(
+                lot_id, event.cashback_earned, event.cashback_expires_at
+            )
+            self.cashback_balance += event.cashback_earned
+        if event.prepaid_drawn:
+            self.prepaid_balance -= event.prepaid_drawn
+
+    def holdings(self, program: Program) -> Holdings:
+        """Benefits, memberships, vouchers and money wallets, as of the latest interaction."""
+        known = [t for t in (self.latest_event_at, self.qualifying_as_of) if t is not None]
+        now = max(known) if known else datetime.min.replace(tzinfo=UTC)
+        version = program.at(now)
+        plan_id = self.membership_plan_at(now)
+        plan = version.plans.get(plan_id) if plan_id else None
+        return Holdings(
+            benefits=tuple(sorted(self.benefits)),
+            membership=plan_id,
+            membership_discount_percent=plan.discount_percent if plan else 0,
+            vouchers=tuple(
+                (v.voucher_id, v.reward_id, v.status)
+                for v in sorted(self.vouchers.values(), key=lambda v: v.voucher_id)
+            ),
+            cashback_balance=self.cashback_balance.quantize(Decimal("0.01")),
+            prepaid_balance=self.prepaid_balance.quantize(Decimal("0.01")),
+            prepayment_discount_percent=self._prepayment_discount(now, version),
         )
 
     def _settle_activity(
@@ -1281,9 +1690,19 @@ class PatientAccount(Aggregate):
     def _redeem(self, event: PatientAccount.PointsRedeemed) -> None:
         self._draw(event.allocations)
         self._count(event.entry)
+        key = interaction_key(event.source, event.source_id)
+        counters = tuple(event.counters or ())
         self.redemptions[event.redemption_id] = RedemptionRecord(
-            event.redemption_id, "redeemed", -event.entry.points, tuple(event.allocations)
+            event.redemption_id,
+            "redeemed",
+            -event.entry.points,
+            tuple(event.allocations),
+            counters,
+            key,
+            event.occurred_at,
         )
+        for counter in counters:  # a catalogue reward's limits count its redemptions
+            insort(self.usage.setdefault(counter, []), Use(event.occurred_at, key, 1))
 
     def _cancel(self, event: PatientAccount.RedemptionCancelled) -> None:
         for entry in event.entries:
@@ -1306,6 +1725,9 @@ class PatientAccount(Aggregate):
                 lot.remaining += allocation.points
         record = self.redemptions[event.redemption_id]
         self.redemptions[event.redemption_id] = replace(record, status="cancelled")
+        if record.at is not None:
+            for counter in record.counters:  # a cancelled redemption frees its reward's limit
+                self.usage[counter].remove(Use(record.at, record.key, 1))
 
     def _void(self, event: PatientAccount.InteractionVoided) -> None:
         receipt = self.receipts[event.voided_key]

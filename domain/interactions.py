@@ -70,8 +70,10 @@ class Referral(Interaction):
 
 @dataclass(frozen=True, kw_only=True)
 class Payment(Interaction):
-    amount: Decimal
+    amount: Decimal  # the money paid in cash or card
     currency: str
+    cashback_used: Decimal | None = None  # drawn from the cashback wallet
+    prepaid_used: Decimal | None = None  # drawn from the prepaid wallet
     kind = "payment.recorded"
 
 
@@ -79,7 +81,7 @@ class Payment(Interaction):
 class RedemptionRequest(Interaction):
     redemption_id: str
     reward_id: str
-    points: int
+    points: int | None  # None: the catalogue reward's price
     partner_id: str | None = None  # where it is redeemed (None: the home partner)
     kind = "redemption.requested"
 
@@ -132,6 +134,38 @@ class Engagement(Interaction):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RewardUse(Interaction):
+    """A voucher, named by the redemption that issued it, was used."""
+
+    redemption_id: str
+    location_id: str | None = None
+    kind = "reward.used"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MembershipPurchase(Interaction):
+    membership_id: str
+    plan_id: str
+    amount: Decimal
+    currency: str
+    kind = "membership.purchased"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MembershipCancellation(Interaction):
+    membership_id: str
+    kind = "membership.cancelled"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepayment(Interaction):
+    prepayment_id: str
+    amount: Decimal
+    currency: str
+    kind = "prepayment.recorded"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ConsentChange(Interaction):
     """The patient's consent to marketing messages, in force from the event time."""
 
@@ -149,5 +183,8 @@ NOT_ENGAGEMENT = frozenset(
         "interaction.voided",
         "points.adjusted",
         "consent.changed",
+        "membership.purchased",
+        "membership.cancelled",
+        "prepayment.recorded",
     }
 )

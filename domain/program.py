@@ -16,6 +16,7 @@ from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from domain.rules.limits import Limit
 from domain.rules.rule import Rule
 
 
@@ -61,6 +62,7 @@ class SpendRule:
     discount_max_percent: int
     reward_every_payments: int
     reward_id: str
+    reward_validity: timedelta | None = None  # set: every Nth payment issues a voucher
 
     def discount_percent(self, spend_total: Decimal) -> int:
         """The discount a cumulative spend earns."""
@@ -94,6 +96,49 @@ class ActivityGoal:
 
 
 @dataclass(frozen=True)
+class CatalogueReward:
+    """A reward of the catalogue: price in points, money value, minimum tier, limits."""
+
+    reward_id: str
+    points: int
+    value: Decimal | None = None
+    min_tier: str | None = None
+    limits: tuple[Limit, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A paid membership plan: price, term in months, earning multiplier, privileges."""
+
+    plan_id: str
+    price: Decimal
+    term_months: int
+    multiplier: Decimal
+    discount_percent: int = 0
+    benefits: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cashback:
+    """``percent`` of each payment's amount, rounded down to the cent, expiring after a while."""
+
+    percent: Decimal
+    lifetime: timedelta
+
+
+@dataclass(frozen=True)
+class Prepaid:
+    """The prepaid wallet's discount: ``steps`` of (minimum total, percent), highest first,
+    over the prepayments of the trailing ``window``."""
+
+    window: timedelta
+    steps: tuple[tuple[Decimal, int], ...] = ()
+
+    def discount_percent(self, total: Decimal) -> int:
+        return next((percent for minimum, percent in self.steps if total >= minimum), 0)
+
+
+@dataclass(frozen=True)
 class ProgramVersion:
     """Every rule and number the ledger decides with, for one version of a program."""
 
@@ -110,6 +155,10 @@ class ProgramVersion:
     point_value: Decimal | None = None  # money per point, in the program's currency
     activity: ActivityGoal | None = None
     qualification_basis: str = "qualifying_points"  # or "goal_days"
+    catalogue: dict[str, CatalogueReward] = field(default_factory=dict)
+    plans: dict[str, Plan] = field(default_factory=dict)
+    cashback: Cashback | None = None
+    prepaid: Prepaid | None = None
     tier_names: tuple[str, ...] = field(init=False)
     earning_rules: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
     boosts: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)

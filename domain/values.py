@@ -126,6 +126,23 @@ class RedemptionRecord:
     status: str  # "redeemed", "rejected" or "cancelled"
     points: int
     allocations: tuple[Allocation, ...] = ()
+    counters: tuple[str, ...] = ()  # a catalogue reward's limit counters it filled
+    key: str = ""  # the request's dedupe key (its usage's key)
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What a patient holds besides points: benefits, memberships, vouchers, money wallets
+    (shown by ``careledger balance`` in programs that have them)."""
+
+    benefits: tuple[str, ...]
+    membership: str | None  # the plan active as of the account's latest time
+    membership_discount_percent: int
+    vouchers: tuple[tuple[str, str, str], ...]  # (voucher id, reward id, status)
+    cashback_balance: Decimal
+    prepaid_balance: Decimal
+    prepayment_discount_percent: int
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,49 @@ class Spend(_Strict):
     discount_max_percent: Percent
     reward_every_payments: Annotated[int, Field(ge=1, le=1000, strict=True)]
     reward_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+    reward_valid_days: Days | None = Field(
+        default=None, description="every Nth payment issues a voucher valid this long"
+    )
+
+
+class RewardFile(_Strict):
+    """A catalogue reward: its point price, its money value, who may have it, how often."""
+
+    id: RuleId
+    points: PositivePoints
+    value: Money | None = Field(default=None, description="its money value (payer caps)")
+    min_tier: Code | None = None
+    limits: list[Limit] = Field(default_factory=list)
+
+
+class PlanFile(_Strict):
+    """A paid membership plan."""
+
+    id: RuleId
+    price: Money
+    term: Literal["month", "year"]
+    multiplier: Annotated[Decimal, Field(ge=Decimal("1"), le=Decimal("10"), decimal_places=2)]
+    discount_percent: Percent = 0
+    benefits: list[Code] = Field(default_factory=list)
+
+
+class CashbackFile(_Strict):
+    """A share of each payment's amount, rounded down to the cent, spendable in the program."""
+
+    percent: Annotated[Decimal, Field(gt=0, le=100, decimal_places=2)]
+    expires_days: Days
+
+
+class PrepaidStep(_Strict):
+    min_total: Money
+    percent: Percent
+
+
+class PrepaidFile(_Strict):
+    """A prepaid wallet, and the discount its prepayments of the trailing window give."""
+
+    window_days: Days = 365
+    discounts: list[PrepaidStep] = Field(default_factory=list)
 
 
 class VersionFile(_Strict):
@@ -207,6 +250,12 @@ class VersionFile(_Strict):
     partners: list[PartnerFile] = Field(default_factory=list)
     point_value: PointValue | None = None
     activity: Activity | None = None
+    catalogue: list[RewardFile] = Field(
+        default_factory=list, description="with one, reward_id must name a reward"
+    )
+    plans: list[PlanFile] = Field(default_factory=list)
+    cashback: CashbackFile | None = None
+    prepaid: PrepaidFile | None = None
 
 
 class ProgramFile(_Strict):

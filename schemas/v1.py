@@ -128,16 +128,25 @@ class ReferralMadeDataV1(_Strict):
 class PaymentRecordedDataV1(_Strict):
     """A payment was recorded; the amount is a decimal string, exposed as ``Decimal``."""
 
-    amount: Amount = _rule(AMOUNT_RULE)
+    amount: Amount = _rule(AMOUNT_RULE + " (the money paid in cash or card)")
     currency: Currency = _rule(CURRENCY_RULE)
+    cashback_used: Amount | None = _optional(AMOUNT_RULE + " (drawn from the cashback wallet)")
+    prepaid_used: Amount | None = _optional(AMOUNT_RULE + " (drawn from the prepaid wallet)")
 
 
 class RedemptionRequestedDataV1(_Strict):
-    """The patient asked to spend points on a reward."""
+    """The patient asked to spend points on a reward. ``points`` is required unless the
+    program has a catalogue, where, when given, it must equal the reward's price."""
 
     redemption_id: Id = _rule(ID_RULE)
     reward_id: Id = _rule(ID_RULE)
-    points: int = bounded_int(1, 10_000_000)
+    points: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        strict=True,
+        description="must be an integer from 1 to 10000000",
+    )
     partner_id: Id | None = _optional(ID_RULE + " (where it is redeemed; default the home partner)")
 
 
@@ -179,6 +188,36 @@ class EngagementRecordedDataV1(_Strict):
 
     engagement_id: Id = _rule(ID_RULE)
     action: EngagementAction = _rule(_one_of(EngagementAction))
+
+
+class RewardUsedDataV1(_Strict):
+    """A voucher (named by the redemption that issued it) was used at the clinic."""
+
+    redemption_id: Id = _rule(ID_RULE)
+    location_id: Id | None = _optional(ID_RULE)
+
+
+class MembershipPurchasedDataV1(_Strict):
+    """A paid membership plan was bought (or renewed) for its price."""
+
+    membership_id: Id = _rule(ID_RULE)
+    plan_id: Id = _rule(ID_RULE)
+    amount: Amount = _rule(AMOUNT_RULE)
+    currency: Currency = _rule(CURRENCY_RULE)
+
+
+class MembershipCancelledDataV1(_Strict):
+    """A membership will not renew (no refund: it runs to its paid-through date)."""
+
+    membership_id: Id = _rule(ID_RULE)
+
+
+class PrepaymentRecordedDataV1(_Strict):
+    """Money paid in advance into the prepaid wallet."""
+
+    prepayment_id: Id = _rule(ID_RULE)
+    amount: Amount = _rule(AMOUNT_RULE)
+    currency: Currency = _rule(CURRENCY_RULE)
 
 
 class ConsentChangedDataV1(_Strict):
@@ -307,6 +346,34 @@ class EngagementRecordedV1(EnvelopeV1):
     data: EngagementRecordedDataV1 = _rule(_DATA_RULE)
 
 
+class RewardUsedV1(EnvelopeV1):
+    """reward.used: the subject used a voucher."""
+
+    type: Literal["reward.used"] = _rule('must be "reward.used"')
+    data: RewardUsedDataV1 = _rule(_DATA_RULE)
+
+
+class MembershipPurchasedV1(EnvelopeV1):
+    """membership.purchased: the subject bought or renewed a paid membership."""
+
+    type: Literal["membership.purchased"] = _rule('must be "membership.purchased"')
+    data: MembershipPurchasedDataV1 = _rule(_DATA_RULE)
+
+
+class MembershipCancelledV1(EnvelopeV1):
+    """membership.cancelled: the subject's membership will not renew."""
+
+    type: Literal["membership.cancelled"] = _rule('must be "membership.cancelled"')
+    data: MembershipCancelledDataV1 = _rule(_DATA_RULE)
+
+
+class PrepaymentRecordedV1(EnvelopeV1):
+    """prepayment.recorded: the subject paid money in advance."""
+
+    type: Literal["prepayment.recorded"] = _rule('must be "prepayment.recorded"')
+    data: PrepaymentRecordedDataV1 = _rule(_DATA_RULE)
+
+
 class ConsentChangedV1(EnvelopeV1):
     """consent.changed: the subject's marketing consent, in force from its event time."""
 
@@ -329,7 +396,11 @@ InteractionV1: TypeAlias = Annotated[
     | PointsAdjustedV1
     | ConsentChangedV1
     | PurchaseRecordedV1
-    | EngagementRecordedV1,
+    | EngagementRecordedV1
+    | RewardUsedV1
+    | MembershipPurchasedV1
+    | MembershipCancelledV1
+    | PrepaymentRecordedV1,
     Field(discriminator="type"),
 ]
 

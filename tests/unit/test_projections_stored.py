@@ -8,6 +8,7 @@ history with every event type, and check that upcasting and malformed states are
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import Decimal
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from uuid import uuid4
@@ -19,6 +20,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import register_topic
 
 from careledger.programs import builtin_programs
+from domain import interactions as di
 from domain.account import PatientAccount, entries_of
 from domain.program import Downgrade
 from domain.rejection import RejectedInput
@@ -90,6 +92,70 @@ def every_event_type() -> list[Any]:
     days = [at(d).date() for d in range(14)]
     motion.given(*[steps(d, 12000, at(30)) for i, d in enumerate(days) if i != 5])  # block 6..12
     motion.given(steps(days[5], 12000, at(31)))  # the gap filled: the block moves to 0..6
+    rewards = Ledger(program=builtin_programs()["membership-plus"], patient_id="patient-5")
+    rewards.given(*[checkup(at(1, hours=h), "screening") for h in range(3)])
+    rewards.given(
+        di.MembershipPurchase(
+            source="billing",
+            source_id="mp1",
+            occurred_at=at(2),
+            membership_id="m1",
+            plan_id="monthly",
+            amount=Decimal("45.00"),
+            currency="USD",
+        ),
+        di.MembershipPurchase(
+            source="billing",
+            source_id="mp2",
+            occurred_at=at(3),
+            membership_id="m1",
+            plan_id="monthly",
+            amount=Decimal("45.00"),
+            currency="USD",
+        ),
+        di.MembershipCancellation(
+            source="billing", source_id="mc1", occurred_at=at(4), membership_id="m1"
+        ),
+        di.RedemptionRequest(
+            source="portal",
+            source_id="rq1",
+            occurred_at=at(5),
+            redemption_id="v1",
+            reward_id="parking-pass",
+            points=None,
+        ),
+        di.RewardUse(source="desk", source_id="ru1", occurred_at=at(6), redemption_id="v1"),
+        di.RedemptionRequest(
+            source="portal",
+            source_id="rq2",
+            occurred_at=at(7),
+            redemption_id="v2",
+            reward_id="parking-pass",
+            points=300,
+        ),
+        cancel("v2", at(8)),
+    )
+    rewards.maintain(at(100))  # the membership lapses
+    wallets = Ledger(program=builtin_programs()["clinic-discounts"], patient_id="patient-6")
+    wallets.given(
+        di.Prepayment(
+            source="pos",
+            source_id="pp1",
+            occurred_at=at(1),
+            prepayment_id="pp1",
+            amount=Decimal("50.00"),
+            currency="GBP",
+        ),
+        di.Payment(
+            source="pos",
+            source_id="pay1",
+            occurred_at=at(2),
+            amount=Decimal("100.00"),
+            currency="GBP",
+            prepaid_used=Decimal("10.00"),
+        ),
+    )
+    wallets.maintain(at(400))  # the cashback expires
     rejected = RejectedInput.record(
         origin="file:in.jsonl:7",
         code="invalid_field",
@@ -103,6 +169,8 @@ def every_event_type() -> list[Any]:
         *referee.account.pending_events,
         *graced.account.pending_events,
         *motion.account.pending_events,
+        *rewards.account.pending_events,
+        *wallets.account.pending_events,
         *rejected.collect_events(),
     ]
 

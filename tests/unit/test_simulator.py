@@ -120,6 +120,10 @@ def test_every_patient_interaction_type_appears_in_a_plausible_mix(
         "consent.changed",
         "purchase.recorded",
         "engagement.recorded",
+        "reward.used",  # vouchers: catalogue and stamp-card programs
+        "membership.purchased",
+        "membership.cancelled",
+        "prepayment.recorded",
     }
     assert mix.most_common(1)[0][0] == "activity.reading"  # the daily device totals
     assert mix["visit.completed"] > mix["payment.recorded"] > mix["review.submitted"]
