@@ -1,5 +1,9 @@
 """A simulated clinic: its patients' valid v1 interactions, one day at a time, in time order.
 
+What the patients do is the program's traffic profile (``producers.profiles``): the clinic's
+own (``clinic-default``) by default, or a coalition's partner purchases and portal actions, or
+an activity program's step readings, with the same agenda and patient model.
+
 Each patient acts through scheduled tasks (an agenda keyed by day) rather than by being
 visited every day: a visit schedules the next one after a random gap, a year plan schedules
 that year's checkups and assessments. Only the tasks due today are touched, so the cost is
@@ -22,7 +26,8 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from producers import habits as h
-from producers.patients import Patient
+from producers.patients import Patient, Points
+from producers.profiles import CLINIC_DEFAULT, Reward, Shelf, TrafficProfile, period_key
 
 Event = dict[str, Any]
 _Action = Callable[[int, Patient, Any], None]
@@ -30,7 +35,8 @@ _Action = Callable[[int, Patient, Any], None]
 # Agenda entries are plain ints, (argument ticket << 36) | (patient index << 4) | action, not
 # tuples of bound methods: ints are invisible to the garbage collector, and millions of
 # short-lived tuples promoted to the oldest generation made full collections half the runtime.
-_ENROL, _VISIT, _STEPS, _REDEEM, _REFER, _PLAN_YEAR, _ASSESS, _CHECKUP, _VOID, _CANCEL = range(10)
+(_ENROL, _VISIT, _STEPS, _REDEEM, _REFER, _PLAN_YEAR, _ASSESS, _CHECKUP, _VOID, _CANCEL,
+ _PURCHASE, _ENGAGE, _LATE_READINGS) = range(13)  # fmt: skip
 _ACTION_BITS: Final = 4
 _PATIENT_BITS: Final = 32
 _T = TypeVar("_T")
@@ -38,7 +44,7 @@ _T = TypeVar("_T")
 # "HH:MM:" and "SSZ" for every minute and second of a day: two lookups beat a 4-field format.
 _MINUTES: Final = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(24 * 60))
 _SECONDS: Final = tuple(f"{s:02d}Z" for s in range(60))
-_CURRENCY: Final = "USD"
+_Reading = tuple[int, int]  # (second of the day, steps so far)
 
 
 class _Picker:
@@ -57,7 +63,8 @@ _RATINGS: Final = _Picker(h.RATINGS)
 
 
 class Clinic:
-    """Generates the valid events of ``patients`` patients over ``days`` days from ``start``."""
+    """Generates the valid events of ``patients`` patients over ``days`` days from ``start``
+    (``population``: who they are, by default the profile's ``default`` one)."""
 
     def __init__(
         self,
@@ -65,10 +72,21 @@ class Clinic:
         days: int,
         seed: int,
         start: date,
-        population: h.Population = h.DEFAULT_POPULATION,
+        population: h.Population | None = None,
+        profile: TrafficProfile = CLINIC_DEFAULT,
     ) -> None:
         self._rng = Random(seed)
+        self._profile = profile
+        self._wearables = profile.wearables
+        population = population or profile.populations["default"]
         self._population = population
+        self._tags = {
+            source: f"{profile.tag}-{tag}" if profile.tag else tag
+            for source, tag in profile.sources.items()
+        }
+        self._programid = profile.wire_programid
+        self._shelves = _Picker([(shelf, shelf.weight) for shelf in profile.shelves] or [(None, 1)])
+        self._portal = _Picker([(a, a.weight) for a in profile.actions] or [(None, 1)])
         self._habits = _Picker([(habit, habit.share) for habit in population.habits])
         self._seed = seed
         self._days = days
@@ -88,6 +106,9 @@ class Clinic:
             self._checkup,
             self._void,
             self._cancel,
+            self._purchase,
+            self._engage,
+            self._late_readings,
         )
         self._today: list[tuple[int, int, bytes, str, str]] = []
         self._day = -1
@@ -128,7 +149,8 @@ class Clinic:
             join_day = rng.randrange(self._days if late else launch_days)
             patient = Patient(index, habit, join_day, late)
             if habit.wears_device:
-                patient.step_mean = rng.uniform(3_500, 12_500)
+                patient.step_mean = rng.uniform(*habit.step_range)
+            patient.pools = {partner: Points() for partner in self._profile.restricted_partners}
             self._patients.append(patient)
             self._schedule(join_day, _ENROL, patient)
             if late:
@@ -163,7 +185,7 @@ class Clinic:
         """
         self._seq += 1
         second = min(second, 86_399)
-        event_id = f"{h.ID_TAGS[source]}-{self._seed}-{self._seq}"
+        event_id = f"{self._tags[source]}-{self._seed}-{self._seq}"
         minute, rest = divmod(second, 60)
         event = {
             "specversion": "1.0",
@@ -174,6 +196,8 @@ class Clinic:
             "subject": patient.pid,
             "data": data,
         }
+        if self._programid is not None:  # clinic-default's events keep the contract's default
+            event["programid"] = self._programid
         self._today.append((second, self._seq, orjson.dumps(event), patient.pid, kind))
         return event_id
 
@@ -196,7 +220,8 @@ class Clinic:
         channel, source = rng.choice(h.CHANNELS)
         data: Event = {"channel": channel}
         referrer = patient.referrer
-        if referrer is None and patient.late and rng.random() < h.WORD_OF_MOUTH_SHARE:
+        word_of_mouth = self._profile.word_of_mouth
+        if referrer is None and patient.late and word_of_mouth and rng.random() < word_of_mouth:
             referrer = self._someone_enrolled(besides=patient)
         if referrer is not None:
             data["referred_by"] = referrer
@@ -212,6 +237,8 @@ class Clinic:
             self._schedule(day + 1, _STEPS, patient)
         self._again(day, habit.redemptions_per_year / 365, _REDEEM, patient)
         self._again(day, habit.referrals_per_year / 365, _REFER, patient)
+        self._again(day, habit.purchases_per_month / 30, _PURCHASE, patient)
+        self._again(day, habit.engagements_per_month / 30, _ENGAGE, patient)
         self._plan_year(day, patient, None)
 
     def _someone_enrolled(self, besides: Patient) -> str | None:
@@ -240,7 +267,7 @@ class Clinic:
             cents = rng.randint(low, high)
             if rng.random() < 0.8:  # list prices are whole multiples of 5.00; co-pays are not
                 cents -= cents % 500
-            amount = {"amount": f"{cents // 100}.{cents % 100:02d}", "currency": _CURRENCY}
+            amount = {"amount": _money(cents), "currency": self._profile.currency}
             paid = self._emit(second, patient, "payment.recorded", h.POS, amount)
             self._maybe_void(day, patient, h.POS, paid, 0, h.PAYMENT_VOID_REASONS)
         if rng.random() < habit.reviews_after_visit:
@@ -256,7 +283,7 @@ class Clinic:
         points: int,
         reasons: tuple[str, ...],
     ) -> None:
-        if self._rng.random() < h.VOID_SHARE:
+        if self._rng.random() < self._profile.void_share:
             arg = (source, event_id, points, self._rng.choice(reasons))
             self._schedule(day + self._rng.randint(1, 5), _VOID, patient, arg)
 
@@ -264,8 +291,10 @@ class Clinic:
         source, voided_id, points, reason = arg
         data = {"voided_id": voided_id, "voided_source": source, "reason": reason}
         self._emit(self._second(8, 19), patient, "interaction.voided", source, data)
-        # The ledger takes back what was earned, tier multiplier included: assume the most.
-        patient.spend(day, int(points * h.MAX_TIER_MULTIPLIER))
+        # The ledger takes back what was earned, tier multiplier included: assume the most,
+        # and from every pool (once the voided lot is spent it takes from any).
+        for pool in patient.every_pool():
+            pool.spend(day, int(points * self._profile.max_multiplier))
 
     def _review(self, day: int, patient: Patient, second: int) -> None:
         data: Event = {"rating": _RATINGS.pick(self._rng)}
@@ -277,24 +306,90 @@ class Clinic:
             patient.review_day = day
             patient.earn(day, h.REVIEW_POINTS)
 
-    def _steps(self, day: int, patient: Patient, _: Any) -> None:
+    # -- partners and the portal (other programs' profiles) ----------------------------------
+
+    def _purchase(self, day: int, patient: Patient, _: Any) -> None:
         if day >= patient.churn_day:
             return
         rng = self._rng
+        self._again(day, patient.habit.purchases_per_month / 30, _PURCHASE, patient)
+        shelf: Shelf = self._shelves.pick(rng)
+        cents = rng.randint(*shelf.cents)
+        if rng.random() < 0.6:  # shelf prices end in .99
+            cents += 99 - cents % 100
+        data: Event = {
+            "purchase_id": f"pur-{self._seed}-{self._seq + 1}",
+            "partner_id": shelf.partner_id,
+            "amount": _money(cents),
+            "currency": self._profile.currency,
+            "category": shelf.category,
+        }
+        event_id = self._emit(
+            self._second(*shelf.hours), patient, "purchase.recorded", shelf.source, data
+        )
+        points = cents * shelf.points_per_unit // 100  # per 1.00, rounded down, as the ledger
+        patient.pools.get(shelf.partner_id, patient).earn(day, points)
+        self._maybe_void(day, patient, shelf.source, event_id, points, h.PAYMENT_VOID_REASONS)
+
+    def _engage(self, day: int, patient: Patient, _: Any) -> None:
+        """A portal session: one action or a few, whatever the program's caps (the ledger
+        pays up to them; the estimate counts only what they allow)."""
+        if day >= patient.churn_day:
+            return
+        rng = self._rng
+        self._again(day, patient.habit.engagements_per_month / 30, _ENGAGE, patient)
+        second = self._second(6, 23)
+        for _ in range(1 + self._count(self._profile.actions_per_session)):
+            action = self._portal.pick(rng)
+            data = {"engagement_id": f"eng-{self._seed}-{self._seq + 1}", "action": action.action}
+            self._emit(second, patient, "engagement.recorded", h.PORTAL, data)
+            second += rng.randint(30, 900)
+            periods = [
+                (f"{action.action}/{per}", period_key(per, self._iso_day), n)
+                for per, n in action.caps
+            ]
+            if all(patient.used(counter, key) < n for counter, key, n in periods):
+                for counter, key, _n in periods:
+                    patient.use(counter, key, 1)
+                patient.earn(day, action.points)
+
+    def _steps(self, day: int, patient: Patient, _: Any) -> None:
+        if day >= patient.churn_day:
+            return
+        rng, spec = self._rng, self._wearables
         self._schedule(day + 1, _STEPS, patient)
-        if rng.random() >= h.READING_DAYS:
+        if rng.random() >= spec.reading_days:
             return
         mean = patient.step_mean
-        total = min(60_000, max(0, int(rng.gauss(mean, mean * 0.35))))
+        total = min(60_000, max(0, int(rng.gauss(mean, mean * patient.habit.step_spread))))
+        readings: list[_Reading] = []
+        for chance in spec.partials:  # earlier syncs: part of the day's steps
+            if rng.random() < chance:
+                partial = int(total * rng.uniform(0.3, 0.7))
+                readings.append((self._second(*spec.partial_hours), partial))
+        readings.append((self._second(*spec.total_hours), total))
+        if spec.late_share and rng.random() < spec.late_share:
+            late = (self._iso_day, readings)
+            self._schedule(day + rng.randint(1, spec.late_days), _LATE_READINGS, patient, late)
+        else:
+            self._late_readings(day, patient, (self._iso_day, readings))
+
+    def _late_readings(self, day: int, patient: Patient, arg: tuple[str, list[_Reading]]) -> None:
+        """Send a day's readings (today's, or an earlier day's synced late) and estimate what
+        its total earns today, within the profile's monthly cap."""
+        reading_day, readings = arg
         device = patient.device
-        if rng.random() < h.SECOND_READING:
-            partial = int(total * rng.uniform(0.3, 0.7))
-            reading = {"metric": "steps", "day": self._iso_day, "value": partial, "device": device}
-            self._emit(self._second(12, 16), patient, "activity.reading", h.WEARABLES, reading)
-        reading = {"metric": "steps", "day": self._iso_day, "value": total, "device": device}
-        self._emit(self._second(20, 24), patient, "activity.reading", h.WEARABLES, reading)
-        for floor, points in h.STEP_BANDS:
+        for second, value in readings:
+            reading = {"metric": "steps", "day": reading_day, "value": value, "device": device}
+            self._emit(second, patient, "activity.reading", h.WEARABLES, reading)
+        total = readings[-1][1]
+        spec = self._wearables
+        for floor, points in spec.bands:
             if total >= floor:
+                if spec.month_cap is not None:
+                    month = period_key("month", self._iso_day)
+                    points = min(points, spec.month_cap - patient.used("steps", month))
+                    patient.use("steps", month, points)
                 patient.earn(day, points)
                 break
 
@@ -303,23 +398,66 @@ class Clinic:
             return
         rng = self._rng
         self._again(day, patient.habit.redemptions_per_year / 365, _REDEEM, patient)
-        available = patient.available(day)
+        if self._profile.misplaced_share and rng.random() < self._profile.misplaced_share:
+            self._misplaced(day, patient)
+            return
+        rewards = self._profile.rewards
         if rng.random() < h.OVERREACH:  # asks for the cheapest reward it cannot afford
-            choices = [reward for reward in h.REWARDS if reward[1] > available][:1]
+            choices = [r for r in rewards if r.points > self._budget(day, patient, r)][:1]
         else:
-            choices = [reward for reward in h.REWARDS if reward[1] <= available * h.SPEND_SHARE]
+            choices = [
+                r for r in rewards if r.points <= self._budget(day, patient, r) * h.SPEND_SHARE
+            ]
         if not choices:
             return
-        reward_id, points = rng.choice(choices)
-        redemption_id = f"rdm-{self._seed}-{self._seq + 1}"
-        data = {"redemption_id": redemption_id, "reward_id": reward_id, "points": points}
-        self._emit(self._second(7, 23), patient, "redemption.requested", h.PORTAL, data)
+        reward: Reward = rng.choice(choices)
+        available, points = self._budget(day, patient, reward), reward.points
+        redemption_id = self._request(patient, reward)
         if points <= available:
-            patient.spend(day, points)
+            pool = patient.pools.get(reward.partner_id or "")
+            if pool is None:
+                patient.spend(day, points)
+            else:  # the ledger takes soonest-expiring lots of either: assume both lose it all
+                for spent in (patient, pool):
+                    spent.spend(day, min(points, spent.available(day)))
             # Only cancel what surely went through: the estimate of the balance is rough, and a
             # cancellation of a redemption the ledger rejected is (rightly) refused.
             if points <= available * h.SURE_SHARE and rng.random() < h.CANCEL_SHARE:
                 self._schedule(day + rng.randint(1, 10), _CANCEL, patient, redemption_id)
+
+    def _budget(self, day: int, patient: Patient, reward: Reward) -> int:
+        """What the patient can surely spend on ``reward``: points a partner restricts to
+        itself count only there."""
+        pool = patient.pools.get(reward.partner_id or "")
+        return patient.available(day) + (pool.available(day) if pool is not None else 0)
+
+    def _request(self, patient: Patient, reward: Reward) -> str:
+        redemption_id = f"rdm-{self._seed}-{self._seq + 1}"
+        data: Event = {
+            "redemption_id": redemption_id,
+            "reward_id": reward.reward_id,
+            "points": reward.points,
+        }
+        if reward.partner_id is not None:
+            data["partner_id"] = reward.partner_id
+        self._emit(self._second(7, 23), patient, "redemption.requested", h.PORTAL, data)
+        return redemption_id
+
+    def _misplaced(self, day: int, patient: Patient) -> None:
+        """A patient who counts points restricted to one partner when redeeming at another:
+        the ledger rejects it unless the rest happens to cover it."""
+        general = patient.available(day)
+        restricted = sum(pool.available(day) for pool in patient.pools.values())
+        choices = [
+            reward
+            for reward in self._profile.rewards
+            if reward.partner_id not in patient.pools
+            and general < reward.points <= general + restricted
+        ]
+        if choices:
+            reward: Reward = self._rng.choice(choices)
+            self._request(patient, reward)
+            patient.spend(day, min(reward.points, general))  # in case it went through
 
     def _cancel(self, day: int, patient: Patient, redemption_id: str) -> None:
         # The returned points are not added back: they return to their original lots, which
@@ -377,7 +515,7 @@ class Clinic:
             if day < flu_day < end:
                 self._schedule(flu_day, _CHECKUP, patient, "vaccination")
         for kind, per_year in (
-            ("vaccination", h.OTHER_VACCINES_PER_YEAR),
+            ("vaccination", self._profile.other_vaccines_per_year),
             ("screening", habit.screenings_per_year),
             ("dental_cleaning", habit.dental_per_year),
         ):
@@ -412,3 +550,8 @@ class Clinic:
         data = {"assessment_id": f"asm-{self._seed}-{self._seq + 1}"}
         self._emit(self._second(7, 22), patient, "assessment.completed", h.PORTAL, data)
         patient.earn(day, h.ASSESSMENT_POINTS)
+
+
+def _money(cents: int) -> str:
+    """A decimal string with two decimals, as the contract writes amounts."""
+    return f"{cents // 100}.{cents % 100:02d}"

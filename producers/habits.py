@@ -39,6 +39,13 @@ class Habit:
     dental_per_year: float
     wears_device: bool = False
     churns: bool = False
+    # Beyond the clinic (other programs' profiles, producers.profiles): partner purchases and
+    # portal actions per month, and the daily steps of a device wearer (mean drawn from
+    # ``step_range``, standard deviation ``step_spread`` times the mean).
+    purchases_per_month: float = 0.0
+    engagements_per_month: float = 0.0
+    step_range: tuple[int, int] = (3_500, 12_500)
+    step_spread: float = 0.35
 
 
 HABITS: Final[tuple[Habit, ...]] = (

@@ -5,6 +5,9 @@ redemptions the patient can plausibly afford. It errs low on purpose: tier multi
 referral bonuses (which only add) are ignored, points are bucketed by 30-day period and a bucket
 is dropped at least five days before its lots would really expire, and a void is assumed to
 take back the most a tier multiplier could have added.
+
+In a coalition, points a partner restricts to redemption at itself are kept in a pool of their
+own (``pools``), and capped rules are estimated with the patient's ``uses`` of each counter.
 """
 
 from __future__ import annotations
@@ -19,39 +22,12 @@ _BUCKET_DAYS: Final = 30
 _BUCKETS_KEPT: Final = 12  # 12 x 30 = 360 days, inside the 365-day lot lifetime
 
 
-class Patient:
-    """One simulated patient; slots keep 20,000 of them small."""
+class Points:
+    """An estimated balance: base points by 30-day bucket, and a debt left by voids."""
 
-    __slots__ = (
-        "churn_day",
-        "debt",
-        "device",
-        "enrolled",
-        "habit",
-        "index",
-        "join_day",
-        "late",
-        "lots",
-        "pid",
-        "referred",
-        "referrer",
-        "review_day",
-        "step_mean",
-    )
+    __slots__ = ("debt", "lots")
 
-    def __init__(self, number: int, habit: Habit, join_day: int, late: bool) -> None:
-        self.index = number - 1  # position in the clinic's patient list
-        self.pid = f"p-{number:06d}"
-        self.device = f"band-{number:06d}"
-        self.habit = habit
-        self.join_day = join_day
-        self.late = late  # joins after the launch weeks, so can be claimed as a referee
-        self.enrolled = False
-        self.referred = False
-        self.referrer: str | None = None  # named as referred_by on enrolment
-        self.churn_day = NEVER
-        self.review_day = -NEVER
-        self.step_mean = 0.0
+    def __init__(self) -> None:
         self.lots: dict[int, int] = {}  # 30-day bucket -> base points still available
         self.debt = 0
 
@@ -81,3 +57,55 @@ class Patient:
             if not points:
                 return
         self.debt += points
+
+
+class Patient(Points):
+    """One simulated patient; slots keep 20,000 of them small. Its own points are those
+    spendable anywhere in the program."""
+
+    __slots__ = (
+        "churn_day",
+        "device",
+        "enrolled",
+        "habit",
+        "index",
+        "join_day",
+        "late",
+        "pid",
+        "pools",
+        "referred",
+        "referrer",
+        "review_day",
+        "step_mean",
+        "uses",
+    )
+
+    def __init__(self, number: int, habit: Habit, join_day: int, late: bool) -> None:
+        super().__init__()
+        self.index = number - 1  # position in the clinic's patient list
+        self.pid = f"p-{number:06d}"
+        self.device = f"band-{number:06d}"
+        self.habit = habit
+        self.join_day = join_day
+        self.late = late  # joins after the launch weeks, so can be claimed as a referee
+        self.enrolled = False
+        self.referred = False
+        self.referrer: str | None = None  # named as referred_by on enrolment
+        self.churn_day = NEVER
+        self.review_day = -NEVER
+        self.step_mean = 0.0
+        # partner -> the points it issued that are spendable only there (a coalition's sub-ledger)
+        self.pools: dict[str, Points] = {}
+        self.uses: dict[str, tuple[str, int]] = {}  # counter -> (its current period, awards)
+
+    def used(self, counter: str, period: str) -> int:
+        """What ``counter`` has used in ``period`` (a key such as ``2026-03``)."""
+        seen = self.uses.get(counter)
+        return seen[1] if seen is not None and seen[0] == period else 0
+
+    def use(self, counter: str, period: str, amount: int) -> None:
+        self.uses[counter] = (period, self.used(counter, period) + amount)
+
+    def every_pool(self) -> list[Points]:
+        """Its own points and every restricted pool: what a void may take from."""
+        return [self, *self.pools.values()]

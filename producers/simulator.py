@@ -1,6 +1,7 @@
-"""Deterministic clinic traffic for demos, load tests and the ledger's dead-letter path.
+"""Deterministic program traffic for demos, load tests and the ledger's dead-letter path.
 
-``simulate`` streams the clinic's valid events (``producers.clinic``) as exact JSON bytes and
+``simulate`` streams a program's valid events (``producers.clinic``, shaped by the program's
+traffic profile in ``producers.profiles``: clinic-default's unless told) as exact JSON bytes and
 mixes in what real upstream traffic also carries: a small share of malformed records and exact
 re-sends of earlier valid ones (a producer retrying after a lost acknowledgement).
 
@@ -18,8 +19,9 @@ from random import Random
 from typing import Final, Literal
 
 from producers.clinic import Clinic
-from producers.habits import DEFAULT_POPULATION, Population
+from producers.habits import Population
 from producers.malformed import Flaw, corrupt
+from producers.profiles import CLINIC_DEFAULT, TrafficProfile
 
 __all__ = ["Kind", "SimulatedEvent", "simulate"]
 
@@ -50,10 +52,12 @@ def simulate(
     start: date,
     malformed_share: float = 0.005,
     duplicate_share: float = 0.01,
-    population: Population = DEFAULT_POPULATION,
+    population: Population | None = None,
+    profile: TrafficProfile = CLINIC_DEFAULT,
 ) -> Iterator[SimulatedEvent]:
-    """Stream ``days`` days of traffic from ``patients`` patients, starting on ``start``
-    (``population``: who they are; ``producers.habits.HEAVY_CHURN`` for a failing programme).
+    """Stream ``days`` days of ``profile``'s traffic (``producers.profiles.PROFILES`` by
+    program) from ``patients`` patients, starting on ``start`` (``population``: who they are,
+    by default the profile's own; its ``heavy`` population for a failing programme).
 
     Valid events come in event-time order; a duplicate repeats an earlier valid record byte
     for byte, and a malformed record comes just before the valid event it was derived from.
@@ -63,7 +67,7 @@ def simulate(
     for name, share in (("malformed_share", malformed_share), ("duplicate_share", duplicate_share)):
         if not 0.0 <= share <= 0.5:
             raise ValueError(f"{name} must be between 0 and 0.5")
-    clinic = Clinic(patients, days, seed, start, population)
+    clinic = Clinic(patients, days, seed, start, population, profile)
     noise = Random(f"careledger-simulator-noise-{seed}")
     return _mix(clinic, noise, malformed_share, duplicate_share)
 

@@ -44,6 +44,7 @@ from careledger.report import render as render_report
 from careledger.settings import Settings
 from consumers.worker import LedgerWorker
 from producers.habits import POPULATIONS
+from producers.profiles import PROFILES
 from producers.publisher import InteractionPublisher
 from producers.simulator import SimulatedEvent, simulate
 from projections.database import connect
@@ -68,6 +69,12 @@ def register(subparsers: Any) -> None:
         choices=sorted(POPULATIONS),
         default="default",
         help="heavy: nearly every patient leaves within weeks (retention below 20 %%)",
+    )
+    demo.add_argument(
+        "--program",
+        choices=sorted(PROFILES),
+        default="clinic-default",
+        help="whose patients to simulate (default clinic-default)",
     )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.add_argument(
@@ -234,10 +241,11 @@ class _Traffic:
 def _records(args: argparse.Namespace, traffic: _Traffic) -> Iterator[tuple[str | None, bytes]]:
     start = (datetime.now(UTC) - timedelta(days=args.days + 1)).date()
     traffic.start = start
-    population = POPULATIONS[args.churn]
+    profile = PROFILES[args.program]
+    population = profile.populations[args.churn]
     event: SimulatedEvent
     for n, event in enumerate(
-        simulate(args.patients, args.days, args.seed, start, population=population)
+        simulate(args.patients, args.days, args.seed, start, population=population, profile=profile)
     ):
         traffic.kinds[event.kind] += 1
         if n % 512 == 0:
@@ -330,7 +338,7 @@ async def _summary(
     ]
     heading = (
         f"careledger demo: {args.patients:,} patients, {args.days} simulated days"
-        f" (seed {args.seed}, {args.churn} churn)"
+        f" (seed {args.seed}, {args.churn} churn, program {args.program})"
     )
     report = await collect(settings)
     return DemoSummary(heading, machine, report, retention)

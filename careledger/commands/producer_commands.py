@@ -1,4 +1,7 @@
-"""``simulate``: deterministic clinic traffic, to the interactions topic or a JSON-lines file.
+"""``simulate``: deterministic program traffic, to the interactions topic or a JSON-lines file.
+
+``--program`` picks the program's traffic profile (``producers.profiles``; clinic-default's
+traffic is what it always was) and ``--churn`` its population.
 
 Records go to Kafka exactly as the simulator made them, malformed ones included, through the
 publisher's unvalidated raw path: exercising the ledger's dead-letter path is the point.
@@ -18,7 +21,9 @@ from typing import Any, BinaryIO
 
 from careledger.settings import Settings
 from producers.admin import TopicSetupFailed, ensure_topic
+from producers.habits import POPULATIONS
 from producers.pacing import Pacer, Tally
+from producers.profiles import PROFILES
 from producers.publisher import InteractionPublisher, PublishFailed, RawRecord
 from producers.simulator import SimulatedEvent, simulate
 from producers.topics import INTERACTIONS_TOPIC
@@ -31,9 +36,9 @@ DEFAULT_START = date(2026, 1, 1)
 def register(subparsers: Any) -> None:
     sim = subparsers.add_parser(
         "simulate",
-        help="generate realistic clinic traffic (to Kafka, or a JSON-lines file)",
+        help="generate realistic program traffic (to Kafka, or a JSON-lines file)",
         description=(
-            "Stream deterministic clinic traffic, malformed records and re-sends included. "
+            "Stream a program's deterministic traffic, malformed records and re-sends included. "
             "Without --output it publishes to CARELEDGER_KAFKA_BOOTSTRAP (a broker started by "
             "`careledger broker` or `careledger demo`). The last stdout line is a JSON "
             "summary (on stderr when --output is -)."
@@ -42,6 +47,18 @@ def register(subparsers: Any) -> None:
     sim.add_argument("--patients", type=_positive, default=2000, help="default 2000")
     sim.add_argument("--days", type=_positive, default=365, help="default 365")
     sim.add_argument("--seed", type=int, default=42, help="same seed, same bytes (default 42)")
+    sim.add_argument(
+        "--program",
+        choices=sorted(PROFILES),
+        default="clinic-default",
+        help="whose patients: the program's events carry its programid (default clinic-default)",
+    )
+    sim.add_argument(
+        "--churn",
+        choices=sorted(POPULATIONS),
+        default="default",
+        help="heavy: nearly every patient leaves within weeks (retention below 20 %%)",
+    )
     sim.add_argument(
         "--start", type=_day, default=DEFAULT_START, help="first day, YYYY-MM-DD (2026-01-01)"
     )
@@ -84,6 +101,7 @@ def _share(text: str) -> float:
 
 def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Generate, send or write, then report counts by kind and type and the throughput."""
+    profile = PROFILES[args.program]
     events = simulate(
         args.patients,
         args.days,
@@ -91,6 +109,8 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
         args.start,
         malformed_share=args.malformed_share,
         duplicate_share=args.duplicate_share,
+        population=profile.populations[args.churn],
+        profile=profile,
     )
     tally, pacer = Tally(), Pacer(args.rate)
     if args.output is None and not settings.kafka_bootstrap:
