@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Index, inspect, text
+from sqlalchemy import Connection, Index, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from projections.tables import READ_MODELS, metadata
+from projections.tables import READ_MODELS, metadata, projection_positions
 from projections.views import VIEWS, create_views, drop_views
 
 _PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+asyncpg")
@@ -90,9 +90,39 @@ class ReadModelsOutdated(RuntimeError):
     """
 
 
-async def check_read_models(conn: AsyncConnection) -> None:
+async def missing_read_models(conn: AsyncConnection) -> list[str]:
+    """The read models not in the database (yet)."""
+
+    def absent(sync: Connection) -> list[str]:
+        inspector = inspect(sync)
+        return [table.name for table in READ_MODELS if not inspector.has_table(table.name)]
+
+    return await conn.run_sync(absent)
+
+
+async def check_read_models(
+    conn: AsyncConnection, missing: list[str] | None = None, projection: str = ""
+) -> None:
     """Fail with :class:`ReadModelsOutdated` unless every read model has this version's
-    columns (a follower would otherwise fail on every batch, or leave old rows unexplained)."""
+    columns (a follower would otherwise fail on every batch, or leave old rows unexplained).
+
+    With ``missing`` (tables not there yet) and the ``projection`` that follows them: fail
+    when the projection has already applied events, since tables created now would miss
+    what came before (e.g. ``partner_liability`` beside read models of an earlier version).
+    """
+    if missing is not None:
+        positions = projection_positions
+        has_positions = await conn.run_sync(lambda sync: inspect(sync).has_table(positions.name))
+        position = has_positions and await conn.scalar(
+            select(positions.c.position).where(positions.c.name == projection)
+        )
+        if missing and position:
+            raise ReadModelsOutdated(
+                f"the read models {', '.join(missing)} are missing beside read models built "
+                "by an earlier version of careledger: run `careledger projections rebuild` "
+                "to rebuild them from the ledger"
+            )
+        return
 
     def differing(sync: Connection) -> list[str]:
         inspector = inspect(sync)

@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
+from domain.account import PatientAccount
 from domain.entries import NOTED
 from domain.ids import derived_id
-from domain.interactions import NOT_ENGAGEMENT
+from domain.interactions import NOT_ENGAGEMENT, Engagement
 from domain.values import EntryKind
-from projections.changes import CENT, BalanceRow, BatchChanges, month_index, utc_day
+from projections.changes import (
+    CENT,
+    BalanceRow,
+    BatchChanges,
+    Cancellation,
+    Redemption,
+    month_index,
+    month_of,
+    utc_day,
+)
 from projections.stored import (
     AcceptedFacts,
     AccountFacts,
+    Allocation,
     Entry,
     Facts,
     NotedFacts,
@@ -29,12 +40,16 @@ from projections.stored import (
     Recorded,
     RejectedFacts,
     TierFacts,
+    Wrapped,
 )
 
 log = logging.getLogger(__name__)
 
 # Accepted interactions that do not make a patient "active" (retention, active_patients).
 NOT_ACTIVITY = NOT_ENGAGEMENT
+ENGAGEMENT = Engagement.kind
+ENGAGEMENT_RULES = "engagement."  # engagement_monthly's action: the rule id after this
+KEY_SEPARATOR = "\x1f"  # of an interaction key (domain.ids.interaction_key)
 
 
 class UnknownAccount(LookupError):
@@ -159,9 +174,80 @@ class Fold:
         facts = recorded.facts
         assert isinstance(facts, AccountFacts)
         recorded_at = row.updated_at = facts.timestamp.value
-        for entry in facts.ledger_entries():
+        entries = facts.ledger_entries()
+        for entry in entries:
             self._entry(row, entry, recorded_at)
+        self._partners(row, recorded, entries)
         return row
+
+    def _partners(self, row: BalanceRow, recorded: Recorded, entries: list[Entry]) -> None:
+        """Points moving in and out of the issuing partners' lots (partner_liability), and
+        redemptions by who issued and who redeemed them (partner_settlement)."""
+        facts = recorded.facts
+        assert isinstance(facts, AccountFacts)
+        sums, program_id = self.changes.sums, row.program_id
+        for credit in facts.credits():
+            issuer = sums.partner(program_id, credit.partner)
+            issuer.issued += credit.points
+            issuer.reversed += credit.debt_repaid  # never reached the lot: it repaid a debt
+        for taken in _allocations(facts.taken):
+            sums.partner(program_id, taken.partner).reversed += taken.points
+        if recorded.cls is PatientAccount.PointsExpired:
+            sums.partner(program_id, facts.partner).expired -= sum(e.points for e in entries)
+        if facts.allocations is not None and facts.redemption_id is not None:
+            self._redeemed(row, facts, entries)
+        if facts.returned is not None and facts.redemption_id is not None:
+            month = month_of(entries[0].occurred_at.value)  # the cancellation's
+            cancellation = Cancellation(
+                program_id,
+                row.patient_id,
+                facts.redemption_id,
+                month,
+                _by_issuer(_allocations(facts.returned)),
+                _by_issuer(_allocations(facts.expired)),
+            )
+            key = (program_id, row.patient_id, facts.redemption_id)
+            redemption = self.changes.redemptions.get(key)
+            if redemption is None:  # in an earlier batch: the writer looks it up
+                self.changes.cancellations.append(cancellation)
+            else:
+                sums.cancel(redemption, cancellation)
+
+    def _redeemed(self, row: BalanceRow, facts: AccountFacts, entries: list[Entry]) -> None:
+        assert facts.redemption_id is not None
+        sums, program_id = self.changes.sums, row.program_id
+        redeemer = facts.partner_id or ""
+        month = month_of(entries[0].occurred_at.value)
+        by_issuer = _by_issuer(_allocations(facts.allocations))
+        for issuer, points in by_issuer.items():
+            sums.partner(program_id, issuer).redeemed += points
+            sums.settle(program_id, issuer, redeemer, month, points)
+        key = (program_id, row.patient_id, facts.redemption_id)
+        self.changes.redemptions[key] = Redemption(*key, redeemer, by_issuer)
+
+    def _goal_days(self, row: BalanceRow, facts: AcceptedFacts) -> None:
+        """A reading that met the goal adds its day; a void may take one away."""
+        changes, account = self.changes, (row.program_id, row.patient_id)
+        if facts.goal_day is not None:
+            changes.goal_readings[(*account, facts.source, facts.source_id)] = facts.goal_day.value
+            changes.goal_accounts.add(account)
+        if facts.voided_key is not None:
+            source, _, source_id = facts.voided_key.partition(KEY_SEPARATOR)
+            key = (*account, source, source_id)
+            if changes.goal_readings.pop(key, None) is None:
+                changes.goal_voids.add(key)  # perhaps a goal reading of an earlier batch
+            changes.goal_accounts.add(account)
+
+    def _engagement(self, row: BalanceRow, facts: AcceptedFacts, month: date) -> None:
+        """Counted by the rule that decided it: ``engagement.<action>`` gives the action."""
+        entries = facts.ledger_entries()
+        rule = entries[0].rule_id if entries else getattr(facts, "rule_id", None) or ""
+        action = rule.removeprefix(ENGAGEMENT_RULES)
+        delta = self.changes.sums.engaged(row.program_id, month, action)
+        delta.interactions += 1
+        if entries:
+            delta.awarded += 1
+            delta.points += sum(entry.points for entry in entries)
 
     def _accept(self, recorded: Recorded) -> BalanceRow:
         """What every accepted interaction does: activity, KPIs, qualifying points, spend."""
@@ -193,6 +279,10 @@ class Fold:
         changes.months[key] = changes.months.get(key, False) or active
         if active:
             changes.days.add((program_id, utc.date(), patient_id))
+        if facts.goal_day is not None or facts.voided_key is not None:
+            self._goal_days(row, facts)
+        if facts.interaction == ENGAGEMENT:
+            self._engagement(row, facts, month_of(utc))
         return row
 
     def _entry(self, row: BalanceRow, entry: Entry, recorded_at: datetime) -> None:
@@ -243,6 +333,19 @@ class Fold:
         if entry_id in self.changes.entries:
             raise DuplicateEntry(f"entry {entry_id} recorded twice")
         self.changes.entries[entry_id] = record
+
+
+def _allocations(wrapped: list[Wrapped[Allocation]] | None) -> list[Allocation]:
+    return [allocation.value for allocation in wrapped or ()]
+
+
+def _by_issuer(allocations: Iterable[Allocation]) -> dict[str, int]:
+    """Points by issuing partner ('' for lots without one)."""
+    points: dict[str, int] = {}
+    for allocation in allocations:
+        issuer = allocation.partner or ""
+        points[issuer] = points.get(issuer, 0) + allocation.points
+    return points
 
 
 def accounts_to_load(batch: Iterable[Recorded]) -> set[UUID]:

@@ -46,7 +46,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from careledger.store import ledger_mapper
-from projections.changes import KPI_COLUMNS, BalanceRow, BatchChanges, KpiDelta
+from projections.changes import KPI_COLUMNS, BalanceRow, BatchChanges, KpiDelta, Sums
 from projections.database import (
     connect,
     create_read_models,
@@ -63,13 +63,14 @@ from projections.source import EventSource, Head, Shard
 from projections.stored import Recorded
 from projections.tables import READ_MODELS, projection_positions, retention_cohorts
 from projections.views import VIEWS
-from projections.writer import load_accounts, write_kpis, write_rows
+from projections.writer import PointValues, load_accounts, write_kpis, write_rows, write_sums
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEADLOCK, PUBLISH_ATTEMPTS = "40P01", 5
 Positions = tuple[int, int]  # replay the events after the first, up to the second
 Kpis = dict[tuple[str, date], KpiDelta]
+Replayed = tuple[int, Kpis, Sums]  # events applied, KPIs and partner/engagement sums
 Transaction = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 
 
@@ -98,6 +99,7 @@ class ShardReplay:
         # Rows not written yet, least recently used first: a row is written when it leaves.
         self.rows: OrderedDict[UUID, BalanceRow] = OrderedDict()
         self.kpis: Kpis = {}
+        self.sums = Sums()
         self.applied = 0
 
     async def run(self, reading: Transaction, writing: Transaction, ahead: bool) -> None:
@@ -125,7 +127,7 @@ class ShardReplay:
             return await self.source.read_range(conn, after, until)
 
     async def _apply(self, writing: Transaction, batch: list[Recorded]) -> None:
-        changes = BatchChanges(kpis=self.kpis)
+        changes = BatchChanges(kpis=self.kpis, sums=self.sums)
         async with writing() as conn:
             needed = accounts_to_load(batch)
             cached = {key: self.rows[key] for key in needed if key in self.rows}
@@ -161,20 +163,23 @@ async def rebuild(
     workers: int,
     name: str,
     pool: Executor | None = None,
+    point_values: PointValues | None = None,
 ) -> Rebuilt:
     """Rebuild every read model from the ledger, as projection ``name`` (with ``pool``'s
-    processes for the shards but the first, else processes of its own)."""
+    processes for the shards but the first, else processes of its own); ``point_values``
+    value the partners' points."""
     async with engine.connect() as conn:
         head = await live.head(conn)
         first = await live.read(conn, 0, 1)
     # (the ids may not start at 1: a ledger restored into a fresh sequence, say)
     positions = (first[0].position - 1 if first else 0, head.position)
+    values = point_values or {}
     if engine.dialect.name == "postgresql":
         applied = await _rebuild_postgres(
-            engine, live, target, max(workers, 1), name, head, positions, pool
+            engine, live, target, max(workers, 1), name, head, positions, pool, values
         )
     else:
-        applied = await _rebuild_sqlite(engine, live, target, name, head, positions)
+        applied = await _rebuild_sqlite(engine, live, target, name, head, positions, values)
     return Rebuilt(applied, head.position)
 
 
@@ -185,6 +190,7 @@ async def _rebuild_sqlite(
     name: str,
     head: Head,
     positions: Positions,
+    values: PointValues,
 ) -> int:
     async with engine.begin() as conn:
 
@@ -199,7 +205,8 @@ async def _rebuild_sqlite(
         await create_read_models(conn, indexes=False)
         replay = ShardReplay(live, positions, target.batch_size, target.account_cache)
         await replay.run(same, same, ahead=False)
-        for step in _finishing_steps(replay.kpis):  # one connection: one after the other
+        steps = _finishing_steps(replay.kpis, replay.sums, values)
+        for step in steps:  # one connection: one after the other
             await step(conn)
         await _set_position(conn, name, head)
     return replay.applied
@@ -214,6 +221,7 @@ async def _rebuild_postgres(
     head: Head,
     positions: Positions,
     pool: Executor | None,
+    values: PointValues,
 ) -> int:
     schema = target.schema or "public"
     building = building_schema(schema)
@@ -230,7 +238,8 @@ async def _rebuild_postgres(
                 started = time.perf_counter()
                 results = await _replay_shards(built, live, target, workers, positions, pool)
                 replayed = time.perf_counter()
-                await _finish_in_parallel(built, _add(kpis for _, kpis in results))
+                kpis, sums = _add(results)
+                await _finish_in_parallel(built, _finishing_steps(kpis, sums, values))
                 finished = time.perf_counter()
             finally:
                 await built.dispose()
@@ -249,7 +258,7 @@ async def _rebuild_postgres(
                 async with engine.begin() as conn:
                     await conn.execute(drop)
             raise
-    return sum(applied for applied, _ in results)
+    return sum(applied for applied, _, _ in results)
 
 
 def building_schema(schema: str) -> str:
@@ -280,7 +289,7 @@ async def _replay_shards(
     workers: int,
     positions: Positions,
     pool: Executor | None,
-) -> list[tuple[int, Kpis]]:
+) -> list[Replayed]:
     """Shard 0 here, the others in processes of their own, all at once."""
     if workers == 1:
         return [await _replay(built, live, target, positions, workers)]
@@ -346,7 +355,7 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def replay_in_process(target: Target, shard: Shard, positions: Positions) -> tuple[int, Kpis]:
+def replay_in_process(target: Target, shard: Shard, positions: Positions) -> Replayed:
     """A worker process: replay one shard into the rebuild's schema."""
     from careledger.cli import tune_garbage_collector
 
@@ -354,7 +363,7 @@ def replay_in_process(target: Target, shard: Shard, positions: Positions) -> tup
     return asyncio.run(_replay_shard(target, shard, positions))
 
 
-async def _replay_shard(target: Target, shard: Shard, positions: Positions) -> tuple[int, Kpis]:
+async def _replay_shard(target: Target, shard: Shard, positions: Positions) -> Replayed:
     schema = target.schema or "public"
     built = connect(target.database_url, building_schema(schema), then=schema)
     try:
@@ -366,34 +375,42 @@ async def _replay_shard(target: Target, shard: Shard, positions: Positions) -> t
 
 async def _replay(
     built: AsyncEngine, source: EventSource, target: Target, positions: Positions, shards: int
-) -> tuple[int, Kpis]:
+) -> Replayed:
     span = target.batch_size * shards  # so that a shard's batches are about batch_size
     replay = ShardReplay(source, positions, span, target.account_cache)
     await replay.run(built.connect, built.begin, ahead=True)
-    return replay.applied, replay.kpis
+    return replay.applied, replay.kpis, replay.sums
 
 
-def _add(shards: Iterable[Kpis]) -> Kpis:
-    """The KPIs of all shards, added up."""
+def _add(shards: Iterable[Replayed]) -> tuple[Kpis, Sums]:
+    """The KPIs and sums of all shards, added up."""
     total: Kpis = {}
-    for kpis in shards:
+    sums = Sums()
+    for _, kpis, shard_sums in shards:
         for key, delta in kpis.items():
             into = total.setdefault(key, KpiDelta())
             for column in KPI_COLUMNS:
                 setattr(into, column, getattr(into, column) + getattr(delta, column))
-    return total
+        sums.add(shard_sums)
+    return total, sums
 
 
-def _finishing_steps(kpis: Kpis) -> list[Callable[[AsyncConnection], Awaitable[object]]]:
-    """What the replay leaves to the end: KPIs, cohorts and each secondary index."""
+def _finishing_steps(
+    kpis: Kpis, sums: Sums, values: PointValues
+) -> list[Callable[[AsyncConnection], Awaitable[object]]]:
+    """What the replay leaves to the end: KPIs, partner and engagement sums, cohorts and
+    each secondary index."""
     return [
         functools.partial(write_kpis, kpis=kpis),
+        functools.partial(write_sums, sums=sums, point_values=values),
         functools.partial(refresh_cohorts, program_ids=None),
         *(functools.partial(_create_index, index) for index in secondary_indexes()),
     ]
 
 
-async def _finish_in_parallel(built: AsyncEngine, kpis: Kpis) -> None:
+async def _finish_in_parallel(
+    built: AsyncEngine, steps: list[Callable[[AsyncConnection], Awaitable[object]]]
+) -> None:
     """The finishing steps, each in a transaction of its own (nobody reads these tables
     yet), so that PostgreSQL builds the indexes and cohorts on every core."""
 
@@ -401,7 +418,7 @@ async def _finish_in_parallel(built: AsyncEngine, kpis: Kpis) -> None:
         async with built.begin() as conn:
             await step(conn)
 
-    await _together(*(in_own_transaction(step) for step in _finishing_steps(kpis)))
+    await _together(*(in_own_transaction(step) for step in steps))
 
 
 async def _create_index(index: Index, conn: AsyncConnection) -> None:

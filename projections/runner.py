@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.changes import BalanceRow, BatchChanges
-from projections.database import check_read_models, create_read_models
+from projections.database import check_read_models, create_read_models, missing_read_models
 from projections.handlers import Fold, accounts_to_load
 from projections.metrics import ProjectionMetrics
 from projections.retention import CohortRefresher
@@ -30,10 +30,12 @@ from projections.source import CommitWatch, EventSource, first_set
 from projections.stored import Recorded
 from projections.tables import projection_positions
 from projections.writer import (
+    PointValues,
     PositionMoved,
     advance_position,
     load_accounts,
     lock_position,
+    refresh_values,
     upsert,
     write_changes,
 )
@@ -69,9 +71,12 @@ class Projector:
         options: ProjectionOptions,
         name: str = READ_MODELS,
         clock: Callable[[], float] = time.monotonic,
+        point_values: PointValues | None = None,
     ) -> None:
         self.engine, self.source, self.metrics, self.options = engine, source, metrics, options
         self.name = name
+        # each program's money per point (from the loaded programs), for the partner tables
+        self.point_values: PointValues = point_values or {}
         self.position = 0
         self.last_event_at: datetime | None = None
         self.cohorts = CohortRefresher(engine, metrics, name, options.refresh_interval, clock)
@@ -81,12 +86,14 @@ class Projector:
 
     async def start(self) -> None:
         """Create missing read models, check the stored ones are this version's, and load
-        the stored position."""
+        the stored position (and value the partners' points at the programs' point value)."""
         self._rows.clear()
         self.cohorts.all_stale()
         async with self.engine.begin() as conn:
+            await check_read_models(conn, await missing_read_models(conn), self.name)
             await create_read_models(conn)
             await check_read_models(conn)
+            await refresh_values(conn, self.point_values)
             row = {"name": self.name, "position": 0, "last_event_at": None}
             await conn.execute(upsert(conn, projection_positions).on_conflict_do_nothing(), row)
             stored = (
@@ -188,7 +195,7 @@ class Projector:
                 fold = Fold(changes)
                 for recorded in batch:
                     fold.apply(recorded)
-                written = await write_changes(conn, changes)
+                written = await write_changes(conn, changes, self.point_values)
                 await advance_position(
                     conn, self.name, self.position, changes.position, changes.last_event_at
                 )

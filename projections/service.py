@@ -7,15 +7,18 @@ from the settings it is given, and closes both when done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
+from decimal import Decimal
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from careledger.programs import load_programs
 from careledger.settings import Settings
 from careledger.store import open_store
+from domain.program import Program
 from projections.database import connect
 from projections.metrics import ProjectionMetrics
 from projections.rebuilding import Rebuilt, Target
@@ -24,6 +27,19 @@ from projections.runner import READ_MODELS, ProjectionOptions, Projector
 from projections.source import EventSource
 
 DEFAULT_OPTIONS = ProjectionOptions()
+Programs = Mapping[str, Program]
+
+
+def point_values(programs: Programs) -> dict[str, Decimal | None]:
+    """Each program's money per point, as its latest version says (None: not set)."""
+    return {program_id: p.latest.point_value for program_id, p in sorted(programs.items())}
+
+
+def _programs(settings: Settings, programs: Programs | None) -> Programs:
+    """The programs given, else those the settings' ledger runs."""
+    if programs is not None:
+        return programs
+    return load_programs([settings.programs_dir] if settings.programs_dir else [])
 
 
 @asynccontextmanager
@@ -43,10 +59,14 @@ async def open_projector(
     settings: Settings,
     options: ProjectionOptions = DEFAULT_OPTIONS,
     registry: CollectorRegistry | None = None,
+    programs: Programs | None = None,
 ) -> AsyncIterator[Projector]:
-    """A started projector on the settings' database; disposed of on exit."""
+    """A started projector on the settings' database (valuing partners' points by
+    ``programs``, default the settings' ones); disposed of on exit."""
+    values = point_values(_programs(settings, programs))
     async with _opened(settings) as (engine, source):
-        projector = Projector(engine, source, ProjectionMetrics(registry), options)
+        metrics = ProjectionMetrics(registry)
+        projector = Projector(engine, source, metrics, options, point_values=values)
         await projector.start()
         yield projector
 
@@ -55,17 +75,22 @@ async def catch_up(
     settings: Settings,
     options: ProjectionOptions = DEFAULT_OPTIONS,
     registry: CollectorRegistry | None = None,
+    programs: Programs | None = None,
 ) -> int:
     """Bring every read model up to the ledger's head; returns the events applied."""
-    async with open_projector(settings, options, registry) as projector:
+    async with open_projector(settings, options, registry, programs) as projector:
         return await projector.catch_up()
 
 
 async def rebuild(
-    settings: Settings, options: ProjectionOptions = DEFAULT_OPTIONS, pool: Executor | None = None
+    settings: Settings,
+    options: ProjectionOptions = DEFAULT_OPTIONS,
+    pool: Executor | None = None,
+    programs: Programs | None = None,
 ) -> Rebuilt:
     """Rebuild every read model from the ledger's first event (projections.rebuilding);
     ``pool``: worker processes from ``replay_processes``."""
+    values = point_values(_programs(settings, programs))
     async with _opened(settings) as (engine, source):
         target = Target(
             settings.database_url,
@@ -75,7 +100,7 @@ async def rebuild(
             options.account_cache,
         )
         return await rebuild_read_models(
-            engine, source, target, options.rebuild_workers, READ_MODELS, pool
+            engine, source, target, options.rebuild_workers, READ_MODELS, pool, values
         )
 
 
@@ -84,7 +109,8 @@ async def follow(
     stop: asyncio.Event,
     options: ProjectionOptions = DEFAULT_OPTIONS,
     registry: CollectorRegistry | None = None,
+    programs: Programs | None = None,
 ) -> None:
     """Follow the ledger until ``stop`` is set."""
-    async with open_projector(settings, options, registry) as projector:
+    async with open_projector(settings, options, registry, programs) as projector:
         await projector.follow(stop)

@@ -16,7 +16,7 @@ re-encoded, so their upcasters still apply.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Generic, NamedTuple, TypeVar
 from uuid import UUID
@@ -54,9 +54,19 @@ class Entry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
 
 class Credit(msgspec.Struct, frozen=True, gc=False, kw_only=True):
-    """A ``Credit`` as stored: only its entry is read."""
+    """A ``Credit`` as stored: its entry, and what it put into its issuer's lot."""
 
     entry: Wrapped[Entry]
+    points: int
+    debt_repaid: int
+    partner: str | None = None  # the issuing partner (left out while None)
+
+
+class Allocation(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """An ``Allocation`` as stored: points taken from (or returned to) a partner's lot."""
+
+    points: int
+    partner: str | None = None
 
 
 class Facts(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -84,6 +94,22 @@ class AccountFacts(Facts, frozen=True, gc=False, kw_only=True):
     credit: Wrapped[Credit] | None = None
     entry: Wrapped[Entry] | None = None
     entries: list[Wrapped[Entry]] = []
+    # Points moving between partners' lots (partner_liability, partner_settlement): taken by
+    # voids, streak reversals and debits; redeemed; returned or expired by a cancellation.
+    taken: list[Wrapped[Allocation]] | None = None
+    allocations: list[Wrapped[Allocation]] | None = None
+    returned: list[Wrapped[Allocation]] | None = None
+    expired: list[Wrapped[Allocation]] | None = None
+    partner: str | None = None  # PointsExpired: the lot's issuer
+    partner_id: str | None = None  # PointsRedeemed: where it was redeemed
+    redemption_id: str | None = None
+
+    def credits(self) -> list[Credit]:
+        """The credits the event pays into new lots (as ``ledger_entries``, without entries
+        that are not credits)."""
+        if self.awards is not None:
+            return [award.value.credit.value for award in self.awards]
+        return [self.credit.value] if self.credit is not None else []
 
     def ledger_entries(self) -> list[Entry]:
         if self.awards is not None:
@@ -98,12 +124,16 @@ class AccountFacts(Facts, frozen=True, gc=False, kw_only=True):
 class AcceptedFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
     """An accepted interaction (payments and voids also carry the spend they leave)."""
 
+    source: str
+    source_id: str
     interaction: str
     occurred_at: Wrapped[datetime]
     qualifying_points: int
     spend_total: Wrapped[Decimal] | None = None
     discount_percent: int | None = None
     reward_unlocked: str | None = None
+    goal_day: Wrapped[date] | None = None  # a reading that met the daily goal that day
+    voided_key: str | None = None  # InteractionVoided: the voided interaction's key
 
 
 class NotedFacts(AcceptedFacts, frozen=True, gc=False, kw_only=True):
@@ -111,8 +141,6 @@ class NotedFacts(AcceptedFacts, frozen=True, gc=False, kw_only=True):
     ``explains_nothing_paid``): what its zero-point statement line says
     (``domain.entries.statement_lines_of``). ``outcome`` or ``reason`` is the reason code."""
 
-    source: str
-    source_id: str
     outcome: str | None = None  # InteractionNoted
     reason: str | None = None  # RedemptionRejected
     rule_id: str | None = None

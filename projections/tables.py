@@ -67,8 +67,23 @@ class Money(TypeDecorator[Decimal]):
             return None
         return str(value) if dialect.name == "sqlite" else value
 
+    quantum = CENT
+
     def process_result_value(self, value: Any | None, dialect: Dialect) -> Decimal | None:
-        return None if value is None else Decimal(str(value)).quantize(CENT)
+        return None if value is None else Decimal(str(value)).quantize(self.quantum)
+
+
+class PointValue(Money):
+    """``numeric(18,6)``: money per point (a fraction of a cent)."""
+
+    impl = Numeric(18, 6)
+    cache_ok = True
+    quantum = Decimal("0.000001")
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Numeric(18, 6, asdecimal=False))
+        return dialect.type_descriptor(Numeric(18, 6))
 
 
 metadata = MetaData()
@@ -199,6 +214,81 @@ program_kpis_daily = Table(
     Column("breakage_rate", Float, nullable=True),
 )
 
+# Coalition liability: points in the lots each partner issued, and what they are worth.
+partner_liability = Table(
+    "partner_liability",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("partner", Text, primary_key=True),  # '' in programs without partners
+    _points("issued"),
+    _points("redeemed"),
+    _points("expired"),
+    _points("reversed"),
+    _points("outstanding"),
+    Column("point_value", PointValue, nullable=True),  # the program's latest version's
+    Column("outstanding_value", Money, nullable=True),
+)
+
+# What partners owe each other: the issuer owes the redeemer the value of its points.
+partner_settlement = Table(
+    "partner_settlement",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("issuing_partner", Text, primary_key=True),
+    Column("redeeming_partner", Text, primary_key=True),
+    Column("month", Date, primary_key=True),
+    _points("points"),
+    Column("value", Money, nullable=True),
+)
+
+engagement_monthly = Table(
+    "engagement_monthly",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("month", Date, primary_key=True),
+    Column("action", Text, primary_key=True),
+    Column("interactions", Integer, nullable=False, default=0),
+    Column("awarded", Integer, nullable=False, default=0),
+    _points("points"),
+)
+
+# Goal days and streaks per patient, beside balances (rows once a patient had a goal day).
+activity_days = Table(
+    "activity_days",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+    Column("goal_days", Integer, nullable=False),
+    Column("goal_days_30", Integer, nullable=False),
+    Column("current_streak", Integer, nullable=False),
+    Column("longest_streak", Integer, nullable=False),
+    Column("first_goal_day", Date, nullable=True),
+    Column("latest_goal_day", Date, nullable=True),
+)
+
+# Helper: the readings that met the goal, by reading (a void removes its reading).
+patient_goal_readings = Table(
+    "patient_goal_readings",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+    Column("source", Text, primary_key=True),
+    Column("source_id", Text, primary_key=True),
+    Column("day", Date, nullable=False),
+)
+
+# Helper: each redemption's points by issuing partner, and where it was redeemed.
+partner_redemptions = Table(
+    "partner_redemptions",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+    Column("redemption_id", Text, primary_key=True),
+    Column("issuing_partner", Text, primary_key=True),
+    Column("redeeming_partner", Text, nullable=False),
+    _points("points"),
+)
+
 # Tracking, not a read model: where each projection is in the ledger's notification log.
 projection_positions = Table(
     "projection_positions",
@@ -217,4 +307,10 @@ READ_MODELS = (
     program_kpis_daily,
     patient_activity_months,
     patient_activity_days,
+    partner_liability,
+    partner_settlement,
+    engagement_monthly,
+    activity_days,
+    patient_goal_readings,
+    partner_redemptions,
 )

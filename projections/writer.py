@@ -7,11 +7,24 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import astuple
 from datetime import date, datetime
+from decimal import Decimal
 from operator import attrgetter
 from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Float, Table, Uuid, any_, bindparam, case, cast, func, select, update
+from sqlalchemy import (
+    Float,
+    Table,
+    Uuid,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -21,18 +34,30 @@ from projections import bulk
 from projections.bulk import Record, Upsert
 from projections.changes import (
     BALANCE_COLUMNS,
+    CENT,
+    ENGAGEMENT_COLUMNS,
     KPI_COLUMNS,
+    LIABILITY_COLUMNS,
     BalanceRow,
     BatchChanges,
     KpiDelta,
+    Redemption,
+    Sums,
+    goal_summary,
     month_start,
 )
 from projections.tables import (
+    activity_days,
     balances,
     dead_letters,
+    engagement_monthly,
     ledger_entries,
+    partner_liability,
+    partner_redemptions,
+    partner_settlement,
     patient_activity_days,
     patient_activity_months,
+    patient_goal_readings,
     program_kpis_daily,
     projection_positions,
     tier_history,
@@ -40,6 +65,11 @@ from projections.tables import (
 
 CHUNK = 1000
 T = TypeVar("T")
+PointValues = Mapping[str, Decimal | None]  # money per point of each program's latest version
+
+
+class UnknownRedemption(LookupError):
+    """Raised when a cancellation names a redemption the read models never saw."""
 
 
 class PositionMoved(RuntimeError):
@@ -98,12 +128,37 @@ DAYS = Upsert(
 KPIS = Upsert(
     program_kpis_daily, keys=("program_id", "day"), merge=dict.fromkeys(KPI_COLUMNS, "add")
 )
+LIABILITY = Upsert(
+    partner_liability,
+    keys=("program_id", "partner"),
+    merge=dict.fromkeys(LIABILITY_COLUMNS, "add"),
+)
+SETTLEMENT = Upsert(
+    partner_settlement,
+    keys=("program_id", "issuing_partner", "redeeming_partner", "month"),
+    merge={"points": "add"},
+)
+ENGAGEMENT = Upsert(
+    engagement_monthly,
+    keys=("program_id", "month", "action"),
+    merge=dict.fromkeys(ENGAGEMENT_COLUMNS, "add"),
+)
+ACTIVITY = Upsert(
+    activity_days,
+    keys=("program_id", "patient_id"),
+    merge={c.name: "replace" for c in activity_days.columns if not c.primary_key},
+)
+GOAL_READINGS = Upsert(patient_goal_readings)
+REDEMPTIONS = Upsert(partner_redemptions)
 
 
-async def write_changes(conn: AsyncConnection, changes: BatchChanges) -> dict[str, int]:
+async def write_changes(
+    conn: AsyncConnection, changes: BatchChanges, point_values: PointValues
+) -> dict[str, int]:
     """Write every row change of the batch; returns rows written per table."""
     written = await write_rows(conn, changes, changes.accounts.values())
     written.update(await write_kpis(conn, changes.kpis))
+    written.update(await write_sums(conn, changes.sums, point_values))
     return written
 
 
@@ -128,7 +183,177 @@ async def write_rows(
     await put(MONTHS, _month_records(changes))
     for program_id, day, new in await put(DAYS, list(changes.days)):
         changes.kpi(program_id, day).active_patients += new
+    await _cancel_earlier_redemptions(conn, changes)
+    await put(REDEMPTIONS, _redemption_records(changes.redemptions.values()))
+    written.update(await _write_goal_days(conn, changes))
     return written
+
+
+def _redemption_records(redemptions: Iterable[Redemption]) -> list[Record]:
+    return [
+        (r.program_id, r.patient_id, r.redemption_id, issuer, r.redeemer, points)
+        for r in redemptions
+        for issuer, points in r.by_issuer.items()
+    ]
+
+
+async def _cancel_earlier_redemptions(conn: AsyncConnection, changes: BatchChanges) -> None:
+    """Give back, into ``changes.sums``, what the cancelled redemptions of earlier batches
+    took (as the fold does for those of the same batch)."""
+    if not changes.cancellations:
+        return
+    t = partner_redemptions
+    keys = [(c.program_id, c.patient_id, c.redemption_id) for c in changes.cancellations]
+    found: dict[tuple[str, str, str], Redemption] = {}
+    for part in chunks(keys, CHUNK // 3):
+        query = select(t).where(tuple_(t.c.program_id, t.c.patient_id, t.c.redemption_id).in_(part))
+        for row in await conn.execute(query):
+            key = (row.program_id, row.patient_id, row.redemption_id)
+            stored = found.setdefault(key, Redemption(*key, row.redeeming_partner, {}))
+            stored.by_issuer[row.issuing_partner] = row.points
+    for cancellation, key in zip(changes.cancellations, keys, strict=True):
+        redemption = found.get(key)
+        if redemption is None:
+            raise UnknownRedemption(f"redemption {key} cancelled but never seen")
+        changes.sums.cancel(redemption, cancellation)
+
+
+async def _write_goal_days(conn: AsyncConnection, changes: BatchChanges) -> dict[str, int]:
+    """Add and remove goal readings, and rewrite ``activity_days`` of the accounts whose
+    goal days may have changed (from all their goal readings, so any batching agrees)."""
+    voided_accounts = {key[:2] for key in changes.goal_voids}
+    accounts = changes.goal_accounts | voided_accounts
+    if not accounts:
+        return {}
+    t = patient_goal_readings
+    stored: dict[tuple[str, str], dict[tuple[str, str], date]] = {}
+    for part in chunks(sorted(accounts), CHUNK // 2):
+        query = select(t).where(tuple_(t.c.program_id, t.c.patient_id).in_(part))
+        for row in await conn.execute(query):
+            readings = stored.setdefault((row.program_id, row.patient_id), {})
+            readings[(row.source, row.source_id)] = row.day
+    gone = [key for key in changes.goal_voids if key[2:] in stored.get(key[:2], {})]
+    columns = (t.c.program_id, t.c.patient_id, t.c.source, t.c.source_id)
+    for doomed in chunks(sorted(gone), CHUNK // 4):
+        await conn.execute(t.delete().where(tuple_(*columns).in_(doomed)))
+    for program_id, patient_id, source, source_id in gone:
+        del stored[(program_id, patient_id)][(source, source_id)]
+    added = [(*key, day) for key, day in changes.goal_readings.items()]
+    await bulk.write(conn, GOAL_READINGS, added)
+    for program_id, patient_id, source, source_id, day in added:
+        stored.setdefault((program_id, patient_id), {})[(source, source_id)] = day
+    # a row once an account has had a goal day (counts drop to 0 if voids take them all)
+    rows = [
+        (*account, *goal_summary(set(stored.get(account, {}).values())))
+        for account in sorted(accounts)
+        if account in changes.goal_accounts or account in stored
+    ]
+    await bulk.write(conn, ACTIVITY, rows)
+    written = {ACTIVITY.table.name: len(rows)} if rows else {}
+    if added or gone:
+        written[t.name] = len(added) + len(gone)
+    return written
+
+
+async def write_sums(
+    conn: AsyncConnection, sums: Sums, point_values: PointValues
+) -> dict[str, int]:
+    """Add the partner and engagement rows, then value the partners' points."""
+    liability = [
+        (program_id, partner, *astuple(delta), delta.outstanding, None, None)
+        for (program_id, partner), delta in sums.liability.items()
+    ]
+    settlement = [(*key, points, None) for key, points in sums.settlement.items()]
+    engagement = [(*key, *astuple(delta)) for key, delta in sums.engagement.items()]
+    written = {}
+    writes = ((LIABILITY, liability), (SETTLEMENT, settlement), (ENGAGEMENT, engagement))
+    for spec, records in writes:
+        await bulk.write(conn, spec, records)
+        if records:
+            written[spec.table.name] = len(records)
+    await refresh_values(conn, point_values, sums.programs())
+    return written
+
+
+async def refresh_values(
+    conn: AsyncConnection, point_values: PointValues, program_ids: Collection[str] | None = None
+) -> None:
+    """Value the outstanding and settled points of ``program_ids`` (default: every program
+    with rows) at each program's point value (null where it has none), to the cent."""
+    liability, settlement = partner_liability.c, partner_settlement.c
+    if program_ids is None:
+        found = await conn.scalars(select(liability.program_id).distinct())
+        program_ids = set(found) | set(await conn.scalars(select(settlement.program_id).distinct()))
+    for program_id in sorted(program_ids):
+        value = point_values.get(program_id)
+        rows = await conn.execute(
+            select(liability.partner, liability.outstanding).where(
+                liability.program_id == program_id
+            )
+        )
+        await _set_values(
+            conn,
+            partner_liability,
+            [
+                {
+                    "b_program": program_id,
+                    "b_partner": partner,
+                    "b_point_value": value,
+                    "b_value": _value(points, value),
+                }
+                for partner, points in rows
+            ],
+        )
+        settled = await conn.execute(
+            select(
+                settlement.issuing_partner,
+                settlement.redeeming_partner,
+                settlement.month,
+                settlement.points,
+            ).where(settlement.program_id == program_id)
+        )
+        await _set_values(
+            conn,
+            partner_settlement,
+            [
+                {
+                    "b_program": program_id,
+                    "b_issuer": issuer,
+                    "b_redeemer": redeemer,
+                    "b_month": month,
+                    "b_value": _value(points, value),
+                }
+                for issuer, redeemer, month, points in settled
+            ],
+        )
+
+
+def _value(points: int, point_value: Decimal | None) -> Decimal | None:
+    return None if point_value is None else (points * point_value).quantize(CENT)
+
+
+async def _set_values(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    c = table.c
+    if table is partner_liability:
+        statement = (
+            update(table)
+            .where(c.program_id == bindparam("b_program"), c.partner == bindparam("b_partner"))
+            .values(point_value=bindparam("b_point_value"), outstanding_value=bindparam("b_value"))
+        )
+    else:
+        statement = (
+            update(table)
+            .where(
+                c.program_id == bindparam("b_program"),
+                c.issuing_partner == bindparam("b_issuer"),
+                c.redeeming_partner == bindparam("b_redeemer"),
+                c.month == bindparam("b_month"),
+            )
+            .values(value=bindparam("b_value"))
+        )
+    await conn.execute(statement, rows)
 
 
 async def write_kpis(

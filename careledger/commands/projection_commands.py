@@ -13,12 +13,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from careledger.programs import load_programs
 from careledger.settings import Settings
+from domain.program import Program
 from projections.rebuilding import replay_processes
 from projections.runner import ProjectionOptions
 from projections.service import open_projector, rebuild
 
 log = logging.getLogger(__name__)
+Programs = dict[str, Program]
 
 
 def register(subparsers: Any) -> None:
@@ -56,31 +59,40 @@ def _positive(text: str) -> int:
     return value
 
 
+def _programs(settings: Settings) -> dict[str, Program]:
+    """The programs the ledger runs: the partner tables value points by their point value."""
+    return load_programs([settings.programs_dir] if settings.programs_dir else [])
+
+
 def run_projections(args: argparse.Namespace, settings: Settings) -> int:
     options = ProjectionOptions(batch_size=args.batch_size)
+    programs = _programs(settings)
     if args.once:
-        return asyncio.run(_once(settings, options))
-    return asyncio.run(_follow(settings, options))
+        return asyncio.run(_once(settings, options, programs))
+    return asyncio.run(_follow(settings, options, programs))
 
 
 def rebuild_projections(args: argparse.Namespace, settings: Settings) -> int:
     options = ProjectionOptions(batch_size=args.batch_size, rebuild_workers=args.workers)
+    programs = _programs(settings)
     # forked here, before the store and the event loop start threads
     with replay_processes(options.rebuild_workers, settings.database_url) as pool:
-        return asyncio.run(_rebuild(settings, options, pool))
+        return asyncio.run(_rebuild(settings, options, pool, programs))
 
 
-async def _once(settings: Settings, options: ProjectionOptions) -> int:
-    async with open_projector(settings, options) as projector:
+async def _once(settings: Settings, options: ProjectionOptions, programs: Programs) -> int:
+    async with open_projector(settings, options, programs=programs) as projector:
         started = time.perf_counter()
         applied = await projector.catch_up()
         _summary(applied, projector.position, started)
     return 0
 
 
-async def _rebuild(settings: Settings, options: ProjectionOptions, pool: Executor | None) -> int:
+async def _rebuild(
+    settings: Settings, options: ProjectionOptions, pool: Executor | None, programs: Programs
+) -> int:
     started = time.perf_counter()
-    rebuilt = await rebuild(settings, options, pool)
+    rebuilt = await rebuild(settings, options, pool, programs)
     _summary(rebuilt.applied, rebuilt.position, started)
     return 0
 
@@ -91,7 +103,7 @@ def _summary(applied: int, position: int, started: float) -> None:
     print(json.dumps({"applied": applied, "position": position, "seconds": seconds}))
 
 
-async def _follow(settings: Settings, options: ProjectionOptions) -> int:
+async def _follow(settings: Settings, options: ProjectionOptions, programs: Programs) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -102,7 +114,7 @@ async def _follow(settings: Settings, options: ProjectionOptions) -> int:
         server, _ = start_http_server(settings.metrics_port, registry=registry)
         log.info("metrics on :%d/metrics", settings.metrics_port)
     try:
-        async with open_projector(settings, options, registry) as projector:
+        async with open_projector(settings, options, registry, programs) as projector:
             log.info("projections following the ledger from position %d", projector.position)
             await projector.follow(stop)
             log.info("projections stopped at position %d", projector.position)

@@ -263,12 +263,12 @@ async def test_a_crash_mid_run_resumes_to_the_same_tables(
     real_write = projections.runner.write_changes
     calls = 0
 
-    async def crash_on_fourth_batch(conn: Any, changes: Any) -> dict[str, int]:
+    async def crash_on_fourth_batch(conn: Any, changes: Any, values: Any) -> dict[str, int]:
         nonlocal calls
         calls += 1
         if calls == 4:
             raise RuntimeError("projector killed")
-        return await real_write(conn, changes)
+        return await real_write(conn, changes, values)
 
     monkeypatch.setattr(projections.runner, "write_changes", crash_on_fourth_batch)
     with pytest.raises(RuntimeError, match="projector killed"):
