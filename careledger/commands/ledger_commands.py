@@ -16,6 +16,7 @@ from careledger.ledger import DUPLICATE, REJECTED, Inbound, Ledger, Result
 from careledger.queries import dead_letters
 from careledger.rendering import to_json
 from careledger.settings import Settings
+from domain.program import Program
 from schemas.v1 import DEFAULT_PROGRAM_ID
 
 
@@ -121,12 +122,40 @@ def run_balance(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no account for that patient in program {args.program}", file=sys.stderr)
         return 1
     fields = dataclasses.asdict(balance)
+    if has_holdings(ledger.programs[args.program]):
+        holdings = ledger.holdings(args.program, args.patient)
+        assert holdings is not None
+        fields |= {
+            "benefits": list(holdings.benefits),
+            "membership": holdings.membership,
+            "membership_discount_percent": holdings.membership_discount_percent,
+            "vouchers": [
+                {"voucher_id": v, "reward_id": r, "status": st} for v, r, st in holdings.vouchers
+            ],
+            "cashback_balance": holdings.cashback_balance,
+            "prepaid_balance": holdings.prepaid_balance,
+            "prepayment_discount_percent": holdings.prepayment_discount_percent,
+        }
     if args.json:
         print(to_json(fields))
     else:
         for name, value in fields.items():
             print(f"{name:20} {value}")
     return 0
+
+
+def has_holdings(program: Program) -> bool:
+    """Whether a program has anything besides points to show (benefits, memberships,
+    vouchers, wallets); a points-only program's balance stays as it always was."""
+    version = program.latest
+    return bool(
+        version.catalogue
+        or version.plans
+        or version.cashback
+        or version.prepaid
+        or version.spend.reward_validity
+        or any(tier.benefits for tier in version.tiers)
+    )
 
 
 def run_statement(args: argparse.Namespace, settings: Settings) -> int:
