@@ -1,0 +1,334 @@
+"""The simulator's other programs (``--program``): each profile's traffic is deterministic, meets
+the contract and carries its program, and applied to the pure domain it exercises the program's
+rules (partners, caps, the wellness sub-ledger; goal days, streaks, tiers) while the ledger
+refuses exactly the malformed records. clinic-default's traffic stays byte for byte the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from careledger.cli import main
+from careledger.intake import to_interaction
+from careledger.programs import builtin_programs
+from domain.account import DUPLICATE, PatientAccount
+from domain.errors import LedgerError
+from producers.habits import HEAVY_CHURN, POPULATIONS
+from producers.profiles import PROFILES
+from producers.simulator import SimulatedEvent, simulate
+from schemas.v1 import DEFAULT_PROGRAM_ID
+from schemas.validation import InvalidInteraction, parse_interaction
+
+START = date(2026, 1, 1)
+OTHERS = ("coalition-health", "activity-motion")
+
+
+def after(days: int) -> datetime:
+    """An ingest clock just after a simulated period, so no valid event is in the future."""
+    return datetime(START.year, START.month, START.day, tzinfo=UTC) + timedelta(days=days + 1)
+
+
+def digest(events: Iterable[SimulatedEvent]) -> tuple[int, str]:
+    sha = hashlib.sha256()
+    count = 0
+    for event in events:
+        sha.update(b"\0".join([event.kind.encode(), (event.key or "").encode(), event.payload]))
+        sha.update(b"\n")
+        count += 1
+    return count, sha.hexdigest()
+
+
+@dataclass
+class Applied:
+    """Traffic through the pure domain: one account per (program, patient), as the ledger."""
+
+    accounts: dict[tuple[str, str], PatientAccount] = field(default_factory=dict)
+    events: list[Any] = field(default_factory=list)  # every domain event, in order
+    wire: dict[str, Any] = field(default_factory=dict)  # CloudEvent id -> parsed event
+    refused: list[SimulatedEvent] = field(default_factory=list)
+    duplicates: int = 0
+    # redemption id -> (points available anywhere in the program just before it)
+    total_before: dict[str, int] = field(default_factory=dict)
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def apply(traffic: Iterable[SimulatedEvent], now: datetime) -> Applied:
+    programs, applied = builtin_programs(), Applied()
+    for record in traffic:
+        try:
+            event = parse_interaction(record.payload, now=now)
+        except InvalidInteraction:
+            applied.refused.append(record)
+            continue
+        addressed = to_interaction(event)
+        program = programs[addressed.program_id]
+        key = (addressed.program_id, addressed.patient_id)
+        account = applied.accounts.get(key) or PatientAccount.open(program, addressed.patient_id)
+        applied.accounts[key] = account
+        applied.wire[event.id] = event
+        if event.type == "redemption.requested":
+            applied.total_before[event.data.redemption_id] = account.available
+        before = len(account.pending_events)
+        try:
+            outcome = account.handle(addressed.interaction, program)
+        except LedgerError:
+            applied.refused.append(record)
+            continue
+        applied.duplicates += outcome == DUPLICATE
+        applied.events.extend(account.pending_events[before:])
+    return applied
+
+
+# --------------------------------------------------------------------------- clinic-default
+def test_clinic_default_traffic_is_byte_for_byte_what_it_was() -> None:
+    """Digests taken before the profiles existed: the default traffic must never drift."""
+    assert digest(simulate(300, 120, 11, START)) == (
+        12714,
+        "69ad26d690458970309152e36c0cc0c506ec02f9f54cc31bb2ee68762d255d26",
+    )
+    assert digest(simulate(200, 200, 5, START, population=HEAVY_CHURN)) == (
+        592,
+        "1816b48f43e44507dc3b5034347721db7c5d22f1ebebbc787c04843d39ed2455",
+    )
+    default = PROFILES[DEFAULT_PROGRAM_ID]
+    assert list(simulate(50, 30, 2, START, profile=default)) == list(simulate(50, 30, 2, START))
+
+
+def test_every_profile_has_the_demos_populations() -> None:
+    assert all(set(profile.populations) == set(POPULATIONS) for profile in PROFILES.values())
+
+
+# ------------------------------------------------------------------ every program's traffic
+@pytest.mark.parametrize("program", OTHERS)
+def test_deterministic_for_a_seed_and_different_for_another(program: str) -> None:
+    profile = PROFILES[program]
+    first = list(simulate(40, 30, seed=7, start=START, profile=profile))
+    assert first == list(simulate(40, 30, seed=7, start=START, profile=profile))
+    assert [e.payload for e in simulate(40, 30, seed=8, start=START, profile=profile)] != [
+        e.payload for e in first
+    ]
+
+
+@pytest.mark.parametrize("program", OTHERS)
+def test_every_record_but_the_malformed_is_valid_and_carries_its_program(program: str) -> None:
+    now = after(60)
+    for record in simulate(80, 60, seed=3, start=START, profile=PROFILES[program]):
+        if record.kind != "malformed":
+            parsed = parse_interaction(record.payload, now=now)
+            assert parsed.programid == program
+            assert (record.key, record.event_type) == (parsed.subject, parsed.type)
+            assert parsed.id.startswith(PROFILES[program].tag + "-")
+
+
+def mix(program: str) -> Counter[str]:
+    traffic = simulate(150, 90, 5, START, 0, 0, profile=PROFILES[program])
+    return Counter(e.event_type for e in traffic)
+
+
+def test_coalition_traffic_mixes_purchases_visits_engagement_and_redemptions() -> None:
+    types = mix("coalition-health")
+    assert set(types) == {
+        "patient.enrolled",
+        "visit.completed",
+        "purchase.recorded",
+        "engagement.recorded",
+        "redemption.requested",
+        "redemption.cancelled",
+        "interaction.voided",
+    }
+    assert types["engagement.recorded"] > types["purchase.recorded"] > types["visit.completed"]
+    assert types["redemption.requested"] > types["redemption.cancelled"] > 0
+
+
+def test_coalition_purchases_at_every_partner_in_cad_with_plausible_amounts() -> None:
+    purchases = [
+        json.loads(e.payload)["data"]
+        for e in simulate(150, 90, 5, START, 0, 0, profile=PROFILES["coalition-health"])
+        if e.event_type == "purchase.recorded"
+    ]
+    pairs = Counter((p["partner_id"], p["category"]) for p in purchases)
+    assert set(pairs) == {
+        ("pharmacy-1", "front_store"),
+        ("pharmacy-1", "prescription"),
+        ("giftshop-1", "gift"),
+        ("wellness-1", "wellness_class"),
+    }
+    assert pairs.most_common(1)[0][0] == ("pharmacy-1", "front_store")
+    assert {p["currency"] for p in purchases} == {"CAD"}
+    assert all(2 <= float(p["amount"]) <= 181 for p in purchases)
+
+
+def test_coalition_portal_actions_are_all_there_logins_most() -> None:
+    actions = Counter(
+        json.loads(e.payload)["data"]["action"]
+        for e in simulate(150, 90, 5, START, 0, 0, profile=PROFILES["coalition-health"])
+        if e.event_type == "engagement.recorded"
+    )
+    assert len(actions) == 8
+    assert actions.most_common(1)[0][0] == "portal_login"
+
+
+def test_motion_traffic_is_step_readings_several_a_day_some_late() -> None:
+    types = mix("activity-motion")
+    assert set(types) == {
+        "patient.enrolled",
+        "activity.reading",
+        "redemption.requested",
+        "redemption.cancelled",
+    }
+    readings = [
+        json.loads(e.payload)
+        for e in simulate(60, 60, 5, START, 0, 0, profile=PROFILES["activity-motion"])
+        if e.event_type == "activity.reading"
+    ]
+    per_day = Counter((r["subject"], r["data"]["day"]) for r in readings)
+    assert sum(per_day.values()) / len(per_day) > 1.5
+    late = [r for r in readings if r["time"][:10] > r["data"]["day"]]
+    assert 0.03 < len(late) / len(readings) < 0.15
+    # out of order: a reading with fewer steps than an earlier one of the same day
+    seen: dict[tuple[str, str], int] = {}
+    lower = 0
+    for r in readings:
+        key = (r["subject"], r["data"]["day"])
+        lower += r["data"]["value"] < seen.get(key, 0)
+        seen[key] = max(seen.get(key, 0), r["data"]["value"])
+    assert lower > 0
+
+
+# ------------------------------------------------------------- through the pure domain
+@pytest.fixture(scope="module")
+def coalition() -> tuple[list[SimulatedEvent], Applied]:
+    traffic = list(simulate(250, 180, 3, START, 0.01, 0.02, profile=PROFILES["coalition-health"]))
+    return traffic, apply(traffic, after(180))
+
+
+@pytest.fixture(scope="module")
+def motion() -> tuple[list[SimulatedEvent], Applied]:
+    traffic = list(simulate(120, 120, 3, START, 0.01, 0.02, profile=PROFILES["activity-motion"]))
+    return traffic, apply(traffic, after(120))
+
+
+@pytest.mark.parametrize("name", ["coalition", "motion"])
+def test_the_domain_refuses_exactly_the_malformed_records(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    traffic, applied = request.getfixturevalue(name)
+    kinds = Counter(e.kind for e in traffic)
+    assert applied.refused == [e for e in traffic if e.kind == "malformed"]
+    assert applied.duplicates == kinds["duplicate"] > 0
+    assert kinds["malformed"] > 0
+
+
+def earned_by_purchase(applied: Applied) -> Counter[tuple[str, str]]:
+    paid: Counter[tuple[str, str]] = Counter()
+    for event in applied.of(PatientAccount.PointsEarned):
+        if event.interaction == "purchase.recorded":
+            data = applied.wire[event.source_id].data
+            paid[(data.partner_id, data.category)] += sum(a.credit.points for a in event.awards)
+    return paid
+
+
+def test_coalition_purchases_earn_at_each_partner_and_prescriptions_never(
+    coalition: tuple[list[SimulatedEvent], Applied],
+) -> None:
+    _, applied = coalition
+    paid = earned_by_purchase(applied)
+    assert set(paid) == {
+        ("pharmacy-1", "front_store"),
+        ("giftshop-1", "gift"),
+        ("wellness-1", "wellness_class"),
+    }
+    assert all(points > 0 for points in paid.values())
+    noted = [
+        applied.wire[e.source_id].data.category
+        for e in applied.of(PatientAccount.InteractionNoted)
+        if e.interaction == "purchase.recorded"
+    ]
+    assert noted and set(noted) == {"prescription"}
+
+
+def test_coalition_engagement_is_sometimes_capped(
+    coalition: tuple[list[SimulatedEvent], Applied],
+) -> None:
+    _, applied = coalition
+    capped = Counter(
+        applied.wire[e.source_id].data.action
+        for e in applied.of(PatientAccount.InteractionNoted)
+        if e.interaction == "engagement.recorded" and e.outcome == "capped"
+    )
+    paid = sum(
+        1 for e in applied.of(PatientAccount.PointsEarned) if e.interaction == "engagement.recorded"
+    )
+    assert {"portal_login", "record_viewed", "social_follow"} <= set(capped)
+    assert 0 < sum(capped.values()) < paid
+
+
+def test_coalition_redeems_at_partners_and_refuses_wellness_points_elsewhere(
+    coalition: tuple[list[SimulatedEvent], Applied],
+) -> None:
+    _, applied = coalition
+    redeemed = Counter(e.partner_id for e in applied.of(PatientAccount.PointsRedeemed))
+    assert {"clinic-main", "pharmacy-1", "giftshop-1", "wellness-1"} <= set(redeemed)
+    wellness = [
+        e
+        for e in applied.of(PatientAccount.PointsRedeemed)
+        if e.partner_id == "wellness-1" and any(a.partner == "wellness-1" for a in e.allocations)
+    ]
+    assert wellness
+    # rejected away from wellness-1 although the account held enough points in all
+    misplaced = [
+        e
+        for e in applied.of(PatientAccount.RedemptionRejected)
+        if applied.wire[e.source_id].data.partner_id != "wellness-1"
+        and applied.total_before[e.redemption_id] >= e.points > e.available
+    ]
+    assert misplaced
+    assert applied.of(PatientAccount.RedemptionCancelled)
+    assert applied.of(PatientAccount.InteractionVoided)
+
+
+def test_motion_pays_goal_days_and_streaks_and_reaches_active_and_champion(
+    motion: tuple[list[SimulatedEvent], Applied],
+) -> None:
+    _, applied = motion
+    assert applied.of(PatientAccount.StreakBonusEarned)
+    assert {
+        e.to_tier for e in applied.of(PatientAccount.TierChanged) if e.reason == "goal_days"
+    } >= {"active", "champion"}
+    tiers = Counter(account.tier for account in applied.accounts.values())
+    assert tiers["starter"] and tiers["active"] and tiers["champion"]
+    capped = [
+        e
+        for e in applied.of(PatientAccount.InteractionNoted)
+        if e.outcome == "monthly_activity_cap"
+    ]
+    assert capped
+    assert applied.of(PatientAccount.PointsRedeemed)
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_cli_simulates_a_program_with_heavy_churn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    default, heavy = tmp_path / "default.jsonl", tmp_path / "heavy.jsonl"
+    argv = ["simulate", "--program", "activity-motion", "--patients", "40", "--days", "30"]
+    assert main([*argv, "--output", str(default)]) == 0
+    assert main([*argv, "--churn", "heavy", "--output", str(heavy)]) == 0
+    capsys.readouterr()
+    lines = default.read_bytes().splitlines()
+    programs = {json.loads(line).get("programid") for line in lines if line.endswith(b"}")}
+    assert programs == {"activity-motion"}
+    assert heavy.read_bytes() != default.read_bytes()
+    expected = simulate(40, 30, 42, date(2026, 1, 1), profile=PROFILES["activity-motion"])
+    assert lines == [e.payload for e in expected]
