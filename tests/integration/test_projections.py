@@ -27,7 +27,9 @@ from tests.integration.test_projections_support import (
     MAINTENANCE_AS_OF,
     PROGRAM,
     SOURCE,
+    activity,
     apply,
+    coalition,
     dump,
     explained,
     ledger_for,
@@ -287,7 +289,7 @@ async def test_a_crash_mid_run_resumes_to_the_same_tables(
 async def test_rebuild_equals_incremental(database: Database) -> None:
     settings = settings_for(database)
     ledger = ledger_for(database)
-    events = [*scenario(), *explained()]
+    events = [*scenario(), *explained(), *coalition(), *activity()]
     for start in range(0, len(events), 9):  # follow along while the ledger grows
         apply(ledger, events[start : start + 9], run=f"part{start}")
         await catch_up(settings, SMALL)
@@ -301,6 +303,7 @@ async def test_rebuild_equals_incremental(database: Database) -> None:
     assert await rebuild(settings) == Rebuilt(applied=head, position=head)
     assert await dump(settings) == incremental
     assert incremental["balances"] and incremental["retention_cohorts"]
+    assert incremental["partner_settlement"] and incremental["activity_days"]
     kinds = {row[3] for row in incremental["ledger_entries"]}
     assert {"noted", "adjusted", "expired"} <= kinds
     # small batches, an account cache of one row (every row written as it leaves) and, on

@@ -154,3 +154,80 @@ async def query(settings: Settings, sql: str, **params: Any) -> list[tuple[Any, 
             return [tuple(row) for row in await conn.execute(text(sql), params)]
     finally:
         await engine.dispose()
+
+
+COALITION = "coalition-health"
+MOTION = "activity-motion"
+
+
+def _in(program: str, kind: str, patient: str, time: str, data: dict[str, Any], eid: str) -> Any:
+    return cloudevent(kind, patient, time, data, id=eid, programid=program)
+
+
+def _buy(patient: str, day: str, partner: str, category: str, amount: str, eid: str) -> Any:
+    data = {
+        "purchase_id": eid,
+        "partner_id": partner,
+        "amount": amount,
+        "currency": "CAD",
+        "category": category,
+    }
+    return _in(COALITION, "purchase.recorded", patient, f"{day}T10:00:00Z", data, eid)
+
+
+def _engage(patient: str, time: str, action: str, eid: str) -> Any:
+    data = {"engagement_id": eid, "action": action}
+    return _in(COALITION, "engagement.recorded", patient, time, data, eid)
+
+
+def _redeem_at(patient: str, day: str, rid: str, points: int, partner: str) -> Any:
+    data = {"redemption_id": rid, "reward_id": "gift", "points": points, "partner_id": partner}
+    return _in(COALITION, "redemption.requested", patient, f"{day}T12:00:00Z", data, rid)
+
+
+def coalition() -> list[dict[str, Any] | bytes]:
+    """cora (coalition-health) buys at every partner, earns a visit and portal engagement
+    (one login capped), redeems 200 at the pharmacy (100 clinic- and 100 pharmacy-issued
+    points, soonest expiry first) and is refused 200 at the gift shop: of her 325 points the
+    wellness centre's 150 are spent only there."""
+    visit = {"visit_id": "cora-v1", "visit_type": "in_person"}
+    return [
+        _in(COALITION, "visit.completed", "cora", "2026-03-02T09:00:00Z", visit, "cora-v1"),
+        _buy("cora", "2026-03-03", "pharmacy-1", "front_store", "12.00", "cora-p1"),  # 120
+        _buy("cora", "2026-03-03", "pharmacy-1", "prescription", "80.00", "cora-p2"),  # 0
+        _buy("cora", "2026-03-04", "giftshop-1", "gift", "10.00", "cora-p3"),  # 50
+        _buy("cora", "2026-03-05", "wellness-1", "wellness_class", "10.00", "cora-p4"),  # 150
+        _engage("cora", "2026-03-05T11:00:00Z", "portal_login", "cora-e1"),  # 5
+        _engage("cora", "2026-03-05T12:00:00Z", "portal_login", "cora-e2"),  # once a day
+        _engage("cora", "2026-03-06T11:00:00Z", "social_follow", "cora-e3"),  # 100
+        _redeem_at("cora", "2026-03-10", "cora-r1", 200, "pharmacy-1"),
+        _redeem_at("cora", "2026-03-11", "cora-r2", 200, "giftshop-1"),  # 175 spendable there
+    ]
+
+
+def _reading(patient: str, day: str, steps: int, arrives: str, eid: str) -> Any:
+    data = {"metric": "steps", "value": steps, "day": day}
+    return _in(MOTION, "activity.reading", patient, f"{arrives}T20:00:00Z", data, eid)
+
+
+def activity() -> list[dict[str, Any] | bytes]:
+    """walt (activity-motion) meets the goal on 1-3 and 5-11 March: the block 5-11 pays a
+    streak bonus; the late reading of the 4th joins the runs, so the block moves to 1-7
+    (reversed, paid again); a low reading changes nothing, and a void takes the 11th away."""
+    days = [1, 2, 3, 5, 6, 7, 8, 9, 10, 11]
+    return [
+        *[
+            _reading("walt", f"2026-03-{d:02d}", 12000, f"2026-03-{d:02d}", f"walt-{d}")
+            for d in days
+        ],
+        _reading("walt", "2026-03-10", 3000, "2026-03-10", "walt-low"),
+        _reading("walt", "2026-03-04", 10500, "2026-03-12", "walt-late"),
+        _in(
+            MOTION,
+            "interaction.voided",
+            "walt",
+            "2026-03-13T08:00:00Z",
+            {"voided_id": "walt-11", "voided_source": SOURCE, "reason": "entered_in_error"},
+            "walt-void",
+        ),
+    ]

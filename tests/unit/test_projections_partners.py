@@ -204,7 +204,9 @@ def test_any_coalition_history_leaves_each_partner_its_lots(
     steps_: list[tuple[tuple[str, Any], int, int]],
 ) -> None:
     ledger = Ledger(program=COALITION, patient_id="any")
-    when, done, redemptions = T, [], []
+    when = T
+    done: list[Any] = []
+    redemptions: list[str] = []
     for (kind, arg), gap, size in steps_:
         when += timedelta(days=gap)
         interaction: Any = None
