@@ -20,7 +20,7 @@ $$;
 GRANT USAGE ON SCHEMA :"schema" TO careledger_analyst;
 SET search_path TO :"schema";
 
--- The analysts' contract (docs/analysts.md), the two helper tables, and the retention views.
+-- The analysts' contract (docs/analysts.md), the helper tables, and the retention views.
 -- (Per table, so every column is included: ledger_entries' zero-point `noted` rows with their
 -- reason, adjustments' reason and operator, program_kpis_daily's points_adjusted.)
 GRANT SELECT ON
@@ -32,6 +32,12 @@ GRANT SELECT ON
     program_kpis_daily,
     patient_activity_months,
     patient_activity_days,
+    partner_liability,
+    partner_settlement,
+    engagement_monthly,
+    activity_days,
+    patient_goal_readings,
+    partner_redemptions,
     program_retention_12m,
     program_retention_12m_monthly
 TO careledger_analyst;

@@ -15,7 +15,9 @@ from projections.runner import ProjectionOptions
 from projections.service import catch_up, rebuild
 from tests.conftest import PG_URL, Database
 from tests.integration.test_projections_support import (
+    activity,
     apply,
+    coalition,
     dump,
     explained,
     ledger_for,
@@ -60,7 +62,7 @@ async def rebuild_beside(
     """Rebuild while ``session`` runs in a thread against the live tables; the read models
     come out as they were. Returns what the session reported."""
     settings = settings_for(db)
-    apply(ledger_for(db), [*scenario(), *explained()])
+    apply(ledger_for(db), [*scenario(), *explained(), *coalition(), *activity()])
     await catch_up(settings)
     expected = await dump(settings)
     outcome: list[str] = []
@@ -128,7 +130,7 @@ async def test_a_ledger_whose_ids_start_high_is_rebuilt_from_its_first_id(
             "SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), 1000000000000)",
             (table,),
         )
-    apply(ledger, [*scenario(), *explained()])
+    apply(ledger, [*scenario(), *explained(), *coalition(), *activity()])
     assert ledger.store.recorder.max_notification_id() > 1_000_000_000_000
     await catch_up(settings)
     expected = await dump(settings)
