@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 
 from sqlalchemy import func, select, union
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,7 +19,14 @@ from careledger.programs import load_programs
 from careledger.settings import Settings
 from projections.database import connect
 from projections.runner import READ_MODELS as READ_MODELS_PROJECTION
-from projections.tables import balances, program_kpis_daily, projection_positions, retention_cohorts
+from projections.tables import (
+    activity_days,
+    balances,
+    partner_liability,
+    program_kpis_daily,
+    projection_positions,
+    retention_cohorts,
+)
 
 
 @dataclass(frozen=True)
@@ -58,13 +66,37 @@ class MonthPoints:
 
 
 @dataclass(frozen=True)
+class PartnerLiability:
+    """A coalition partner's row of ``partner_liability``: points it issued and still owes."""
+
+    partner: str
+    issued: int
+    redeemed: int
+    expired: int
+    reversed: int
+    outstanding: int
+    outstanding_value: Decimal | None
+
+
+@dataclass(frozen=True)
+class GoalDayBin:
+    """How many patients had ``goal_days_30`` goal days in their latest 30 days."""
+
+    goal_days_30: int
+    patients: int
+
+
+@dataclass(frozen=True)
 class ProgramReport:
-    """Everything the report shows for one program."""
+    """Everything the report shows for one program (partners only in a coalition, goal days
+    only in a program with an activity goal)."""
 
     program_id: str
     cohorts: tuple[CohortCell, ...]
     tiers: tuple[TierCount, ...]
     months: tuple[MonthPoints, ...]
+    partners: tuple[PartnerLiability, ...] = ()
+    goal_days: tuple[GoalDayBin, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,7 +158,42 @@ async def _program(
         await _cohorts(conn, program_id),
         await _tiers(conn, program_id, tier_order),
         await _months(conn, program_id),
+        await _partners(conn, program_id),
+        await _goal_days(conn, program_id),
     )
+
+
+async def _partners(conn: AsyncConnection, program_id: str) -> tuple[PartnerLiability, ...]:
+    """The partners' liability, none in a program without partners (its one row is '')."""
+    c = partner_liability.c
+    query = (
+        select(
+            c.partner,
+            c.issued,
+            c.redeemed,
+            c.expired,
+            c.reversed,
+            c.outstanding,
+            c.outstanding_value,
+        )
+        .where(c.program_id == program_id, c.partner != "")
+        .order_by(c.partner)
+    )
+    return tuple(PartnerLiability(*row) for row in await conn.execute(query))
+
+
+async def _goal_days(conn: AsyncConnection, program_id: str) -> tuple[GoalDayBin, ...]:
+    """Patients by goal days in their latest 30 days, every count from 0 to the highest."""
+    c = activity_days.c
+    query = (
+        select(c.goal_days_30, func.count())
+        .where(c.program_id == program_id)
+        .group_by(c.goal_days_30)
+    )
+    counts = {int(days): int(n) for days, n in await conn.execute(query)}
+    if not counts:
+        return ()
+    return tuple(GoalDayBin(days, counts.get(days, 0)) for days in range(max(counts) + 1))
 
 
 async def _cohorts(conn: AsyncConnection, program_id: str) -> tuple[CohortCell, ...]:

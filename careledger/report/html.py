@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from careledger.report.data import MonthPoints, ProgramReport, Report
+from careledger.report.data import GoalDayBin, MonthPoints, PartnerLiability, ProgramReport, Report
 from careledger.report.svg import PALETTE, Series, bar_chart, esc, grouped_bars, heatmap, line_chart
 
 TITLES = {
@@ -21,6 +21,8 @@ TITLES = {
     "tiers": "Tier distribution",
     "points": "Points earned, redeemed and expired per month",
     "liability": "Points liability at month end",
+    "partners": "Liability by partner",
+    "goal-days": "Goal days in the latest 30 days",
 }
 
 CSS = """
@@ -79,6 +81,8 @@ def _program(program: ProgramReport) -> str:
         + _tiers(f"{slug}-tiers", program)
         + _points(f"{slug}-points", program.months)
         + _liability(f"{slug}-liability", program.months)
+        + (_partners(f"{slug}-partners", program.partners) if program.partners else "")
+        + (_goal_days(f"{slug}-goal-days", program.goal_days) if program.goal_days else "")
         + "</section>"
     )
 
@@ -198,4 +202,46 @@ def _liability(chart_id: str, months: Sequence[MonthPoints]) -> str:
     head = ["month", "as of day", "liability points"]
     return _figure("liability", chart, note) + _table(
         "liability", "Outstanding points at month end", head, rows
+    )
+
+
+def _money(value: object) -> str:
+    if value is None:
+        return '<td data-value="">n/a</td>'
+    return f'<td data-value="{esc(value)}">{esc(f"{value:,}")}</td>'
+
+
+def _partners(chart_id: str, partners: Sequence[PartnerLiability]) -> str:
+    names = [p.partner for p in partners]
+    chart = bar_chart(chart_id, TITLES["partners"], names, [p.outstanding for p in partners])
+    rows = [
+        f'<tr><th scope="row">{esc(p.partner)}</th>{_int(p.issued)}{_int(p.redeemed)}'
+        f"{_int(p.expired)}{_int(p.reversed)}{_int(p.outstanding)}"
+        f"{_money(p.outstanding_value)}</tr>"
+        for p in partners
+    ]
+    note = (
+        "Points each partner issued that are still in patients' lots, and their value at the "
+        "program's point value: what each partner funds when they are redeemed."
+    )
+    head = ["partner", "issued", "redeemed", "expired", "reversed", "outstanding", "value"]
+    return _figure("partners", chart, note) + _table(
+        "partners", "Outstanding points by issuing partner", head, rows
+    )
+
+
+def _goal_days(chart_id: str, bins: Sequence[GoalDayBin]) -> str:
+    labels = [str(b.goal_days_30) for b in bins]
+    chart = bar_chart(chart_id, TITLES["goal-days"], labels, [b.patients for b in bins])
+    rows = [f'<tr><th scope="row">{esc(b.goal_days_30)}</th>{_int(b.patients)}</tr>' for b in bins]
+    total = sum(b.patients for b in bins)
+    note = (
+        f"Patients by goal days in the 30 days ending with their latest goal day "
+        f"({total:,} patients with a goal day)."
+    )
+    return _figure("goal-days", chart, note) + _table(
+        "goal-days",
+        "Patients by goal days in their latest 30 days",
+        ["goal days", "patients"],
+        rows,
     )

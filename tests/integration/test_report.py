@@ -18,6 +18,7 @@ import sys
 import zlib
 from collections.abc import Iterator
 from datetime import date
+from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -270,5 +271,53 @@ def test_chromium_draws_the_charts(sqlite_database: Database, tmp_path: Path) ->
     assert dom.returncode == 0, dom.stderr[-3000:]
     svgs = re.findall(r"<svg\b.*?</svg>", dom.stdout, flags=re.DOTALL)
     assert len(svgs) == 4
-    for svg, title in zip(svgs, TITLES.values(), strict=True):
+    demo_charts = list(TITLES.values())[:4]  # (partners and goal days: coalition, activity)
+    for svg, title in zip(svgs, demo_charts, strict=True):
         assert f">{title}</title>" in svg
+
+
+def test_liability_by_partner_and_the_goal_day_distribution(
+    database: Database, tmp_path: Path
+) -> None:
+    """A coalition's partners and an activity program's goal days, as the read models say."""
+    import asyncio
+
+    from projections.service import catch_up
+    from tests.integration.test_projections_support import (
+        activity,
+        apply,
+        coalition,
+        ledger_for,
+        settings_for,
+    )
+
+    apply(ledger_for(database), [*coalition(), *activity()])
+    asyncio.run(catch_up(settings_for(database)))
+    pages = {}
+    for program in ("coalition-health", "activity-motion"):
+        out = tmp_path / f"{program}.html"
+        careledger(database, tmp_path, "report", "--html", str(out), "--program", program)
+        pages[program] = out.read_text(encoding="utf-8")
+
+    coalition_page = pages["coalition-health"]
+    assert TITLES["partners"] in coalition_page and TITLES["goal-days"] not in coalition_page
+    partners = [
+        (row[0][0], *(cell[1]["data-value"] for cell in row[1:]))
+        for row in Tables(coalition_page).tables["partners"]
+    ]
+    liability = query(
+        database,
+        "SELECT partner, issued, redeemed, expired, reversed, outstanding, outstanding_value"
+        " FROM partner_liability WHERE program_id = 'coalition-health' ORDER BY partner",
+    )
+    cents = Decimal("0.01")  # (SQLite hands the value back as a float)
+    assert partners == [
+        (*(str(v) for v in row[:-1]), str(Decimal(str(row[-1])).quantize(cents)))
+        for row in liability
+    ]
+    assert partners[0] == ("clinic-main", "205", "100", "0", "0", "105", "1.05")
+
+    motion_page = pages["activity-motion"]
+    assert TITLES["goal-days"] in motion_page and TITLES["partners"] not in motion_page
+    bins = [(r[0][0], int(r[1][1]["data-value"])) for r in Tables(motion_page).tables["goal-days"]]
+    assert bins == [(str(n), 1 if n == 10 else 0) for n in range(11)]  # walt: 10 goal days
