@@ -26,6 +26,7 @@ from domain.ids import account_id, derived_id, interaction_key
 from domain.interactions import (
     Adjustment,
     ConsentChange,
+    Engagement,
     Enrolment,
     Interaction,
     MembershipCancellation,
@@ -126,6 +127,8 @@ class PatientAccount(Aggregate):
         rule_id: str | None = None  # the rule whose limit or award decided it, if one did
         program_version: str | None = None
         goal_day: date | None = None  # a reading that met the program's daily goal
+        reading_day: date | None = None  # an activity reading's day (met the goal or not)
+        action: str | None = None  # an engagement's action code
         explains_nothing_paid = True
 
     class PointsEarned(Accepted):
@@ -134,6 +137,8 @@ class PatientAccount(Aggregate):
         awards: list[Award]
         program_version: str | None = None
         goal_day: date | None = None  # a reading that met the program's daily goal
+        reading_day: date | None = None  # an activity reading's day (met the goal or not)
+        action: str | None = None  # an engagement's action code
         class_version = 2
 
         @staticmethod
@@ -846,6 +851,11 @@ class PatientAccount(Aggregate):
         if goal is not None and isinstance(interaction, StepsReading):
             goal_day = interaction.day if interaction.steps >= goal.goal_steps else None
         new_goal_day = goal_day is not None and goal_day not in self.goal_readings
+        described: dict[str, Any] = {}  # what read models count (never free text: codes, days)
+        if isinstance(interaction, StepsReading):
+            described["reading_day"] = interaction.day
+        elif isinstance(interaction, Engagement):
+            described["action"] = interaction.action
         if not decision.payouts:
             deciding = next(
                 (s.rule_id for s in decision.steps if s.outcome == decision.reason), None
@@ -858,9 +868,10 @@ class PatientAccount(Aggregate):
                 rule_id=deciding,
                 program_version=version.version,
                 goal_day=goal_day,
+                **described,
             )
         else:
-            self._pay(interaction, program, version, decision.payouts, goal_day)
+            self._pay(interaction, program, version, decision.payouts, goal_day, described)
         if new_goal_day and goal_day is not None:
             self._settle_activity(interaction, program, version, goal_day)
         if interaction.kind == Visit.kind:
@@ -873,6 +884,7 @@ class PatientAccount(Aggregate):
         version: ProgramVersion,
         payouts: tuple[Payout, ...],
         goal_day: date | None = None,
+        described: dict[str, Any] | None = None,
     ) -> None:
         """Credit each payout as its own lot and entry, then upgrade if a threshold was crossed."""
         at = interaction.occurred_at
@@ -905,6 +917,7 @@ class PatientAccount(Aggregate):
             awards=awards,
             program_version=version.version,
             goal_day=goal_day,
+            **(described or {}),
         )
         self._upgrade_if_reached(at, program)
 
