@@ -1666,7 +1666,11 @@ class PatientAccount(Aggregate):
             self._add_qualifying(at, award.qualifying)
         use = Use(at, interaction_key(source, source_id), award.credit.points)
         for counter in award.counters:
-            insort(self.usage.setdefault(counter, []), use)
+            uses = self.usage.setdefault(counter, [])
+            if uses and uses[-1].at >= at:  # a late award: keep the list in time order
+                insort(uses, use)
+            else:  # the usual case: later than every award so far
+                uses.append(use)
         if award.group is not None:
             key = (award.rule_id, award.group)
             self.group_paid[key] = self.group_paid.get(key, 0) + award.base_points
