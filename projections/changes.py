@@ -90,6 +90,20 @@ Partner = str  # '' in programs without partners
 
 
 @dataclass
+class MembershipKpiDelta:
+    """Additive changes to one ``membership_kpis_monthly`` row."""
+
+    active: int = 0  # memberships with a paid period in the month (each counted once)
+    started: int = 0
+    renewed: int = 0
+    lapsed: int = 0
+    revenue: Decimal = Decimal("0.00")  # amounts of the month's starts and renewals
+
+
+MEMBERSHIP_KPI_COLUMNS = tuple(f.name for f in fields(MembershipKpiDelta))
+
+
+@dataclass
 class Sums:
     """Additive rows summed over the whole ledger (like the KPIs): a follower writes a
     batch's, a rebuild keeps them in memory and writes them once at the end."""
@@ -98,6 +112,14 @@ class Sums:
     # (program, issuing partner, redeeming partner, month) -> points
     settlement: dict[tuple[str, Partner, Partner, date], int] = field(default_factory=dict)
     engagement: dict[tuple[str, date, str], EngagementDelta] = field(default_factory=dict)
+    memberships: dict[tuple[str, date], MembershipKpiDelta] = field(default_factory=dict)
+
+    def membership_month(self, program_id: str, month: date) -> MembershipKpiDelta:
+        key = (program_id, month)
+        delta = self.memberships.get(key)
+        if delta is None:
+            delta = self.memberships[key] = MembershipKpiDelta()
+        return delta
 
     def partner(self, program_id: str, partner: str | None) -> LiabilityDelta:
         key = (program_id, partner or "")
@@ -144,6 +166,10 @@ class Sums:
             total.interactions += engagement.interactions
             total.awarded += engagement.awarded
             total.points += engagement.points
+        for month, kpis in other.memberships.items():
+            into_month = self.memberships.setdefault(month, MembershipKpiDelta())
+            for name in MEMBERSHIP_KPI_COLUMNS:
+                setattr(into_month, name, getattr(into_month, name) + getattr(kpis, name))
 
     def programs(self) -> set[str]:
         return {key[0] for key in self.liability} | {key[0] for key in self.settlement}
@@ -173,6 +199,126 @@ class Cancellation:
     expired: dict[Partner, int]  # back into lots already expired: they expire now
 
 
+AccountKey = tuple[str, str]  # program, patient
+VoucherKey = tuple[str, str, str]  # program, patient, voucher (redemption) id
+MembershipKey = tuple[str, str, str]  # program, patient, membership id
+TierBenefits = dict[str, dict[str, frozenset[str]]]  # program -> tier -> benefit codes
+
+
+@dataclass
+class VoucherRow:
+    """One ``vouchers`` row."""
+
+    program_id: str
+    patient_id: str
+    redemption_id: str
+    reward_id: str
+    points: int
+    issued_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    status: str = "issued"
+
+
+@dataclass(frozen=True)
+class VoucherChange:
+    """A voucher used (at ``at``), cancelled or expired."""
+
+    status: str
+    at: datetime
+
+    def apply(self, row: VoucherRow) -> None:
+        row.status = self.status
+        if self.status == "used":
+            row.used_at = self.at
+
+
+@dataclass
+class MembershipRow:
+    """One ``memberships`` row, kept as ``domain.rewards.Membership`` keeps it."""
+
+    program_id: str
+    patient_id: str
+    membership_id: str
+    plan_id: str
+    started_at: datetime
+    paid_through: datetime
+    status: str = "active"
+    cancelled_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MembershipChange:
+    """A membership started (or bought again after a lapse), renewed, cancelled or lapsed,
+    at ``at`` (the interaction's event time; a lapse's paid-through date)."""
+
+    kind: str  # started | renewed | cancelled | lapsed
+    at: datetime
+    plan_id: str = ""
+    amount: Decimal = Decimal("0.00")
+    paid_through: datetime | None = None
+
+    def apply(self, key: MembershipKey, row: MembershipRow | None, sums: Sums) -> MembershipRow:
+        """``row`` moved on by this change, and its counts added to ``sums``."""
+        program_id = key[0]
+        kpis = sums.membership_month(program_id, month_of(self.at))
+        if self.kind == "started":
+            assert self.paid_through is not None
+            counted = None if row is None else last_paid_month(row.paid_through)
+            if row is None:
+                row = MembershipRow(*key, self.plan_id, self.at, self.paid_through)
+            row.plan_id, row.status = self.plan_id, "active"
+            self._count_active(sums, program_id, self.at, self.paid_through, counted)
+            row.paid_through = self.paid_through
+            kpis.started += 1
+            kpis.revenue += self.amount
+            return row
+        assert row is not None, f"membership {key} changed before it started"
+        if self.kind == "renewed":
+            assert self.paid_through is not None
+            counted = last_paid_month(row.paid_through)
+            self._count_active(sums, program_id, row.paid_through, self.paid_through, counted)
+            row.paid_through = self.paid_through
+            kpis.renewed += 1
+            kpis.revenue += self.amount
+        elif self.kind == "cancelled":
+            row.status, row.cancelled_at = "cancelled", self.at
+        else:
+            row.status = "lapsed"
+            kpis.lapsed += 1
+        return row
+
+    @staticmethod
+    def _count_active(
+        sums: Sums, program_id: str, start: datetime, end: datetime, counted: date | None
+    ) -> None:
+        """One more active membership in each month of [start, end) after ``counted``."""
+        for month in months_between(start, end):
+            if counted is None or month > counted:
+                sums.membership_month(program_id, month).active += 1
+
+
+@dataclass(frozen=True)
+class BenefitChange:
+    """The benefit codes an account holds from ``at`` on, and its tier's codes then."""
+
+    program_id: str
+    patient_id: str
+    at: datetime
+    benefits: tuple[str, ...]
+    tier_benefits: frozenset[str]
+
+
+@dataclass
+class WalletDelta:
+    """What a batch does to an account's ``wallets`` row."""
+
+    updated_at: datetime
+    cashback: Decimal = Decimal("0.00")
+    prepaid: Decimal = Decimal("0.00")
+    discount_percent: int | None = None  # as of the batch's latest payment, if it had one
+
+
 GoalKey = tuple[str, str, str, str]  # program, patient, source, source id of a reading
 
 
@@ -195,6 +341,14 @@ class BatchChanges:
     goal_readings: dict[GoalKey, date] = field(default_factory=dict)
     goal_voids: set[GoalKey] = field(default_factory=set)
     goal_accounts: set[tuple[str, str]] = field(default_factory=set)
+    # Rewards: vouchers issued in this batch and changes to those of earlier batches (the
+    # writer loads those); membership and benefit changes in ledger order (the writer
+    # applies them to the stored rows); wallet movements by account.
+    vouchers: dict[VoucherKey, VoucherRow] = field(default_factory=dict)
+    voucher_changes: dict[VoucherKey, list[VoucherChange]] = field(default_factory=dict)
+    membership_changes: dict[MembershipKey, list[MembershipChange]] = field(default_factory=dict)
+    benefit_changes: list[BenefitChange] = field(default_factory=list)
+    wallets: dict[AccountKey, WalletDelta] = field(default_factory=dict)
     position: int = 0
     last_event_at: datetime | None = None
 
@@ -244,3 +398,22 @@ def goal_summary(days: set[date]) -> tuple[int, int, int, int, date | None, date
         run = run + 1 if (day - before).days == 1 else 1
         longest = max(longest, run)
     return len(ordered), in_window, run, longest, ordered[0], latest
+
+
+MICROSECOND = timedelta(microseconds=1)
+
+
+def last_paid_month(paid_through: datetime) -> date:
+    """The month of the last instant a period ending (exclusive) at ``paid_through`` covers."""
+    return month_of(paid_through - MICROSECOND)
+
+
+def months_between(start: datetime, end: datetime) -> list[date]:
+    """The UTC months that [start, end) touches (none when it is empty)."""
+    if end <= start:
+        return []
+    months, index, last = [], month_index(start), month_index(end - MICROSECOND)
+    while index <= last:
+        months.append(month_start(index))
+        index += 1
+    return months

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -22,8 +23,14 @@ from projections.changes import (
     CENT,
     BalanceRow,
     BatchChanges,
+    BenefitChange,
     Cancellation,
+    MembershipChange,
     Redemption,
+    TierBenefits,
+    VoucherChange,
+    VoucherRow,
+    WalletDelta,
     month_index,
     month_of,
     utc_day,
@@ -32,14 +39,22 @@ from projections.stored import (
     AcceptedFacts,
     AccountFacts,
     Allocation,
+    BenefitsFacts,
+    CashbackExpiredFacts,
     Entry,
     Facts,
+    MembershipFacts,
+    MembershipLapsedFacts,
     NotedFacts,
     OpenedFacts,
+    PrepaymentFacts,
     QualifyingFacts,
     Recorded,
     RejectedFacts,
     TierFacts,
+    VoucherEndedFacts,
+    VoucherFacts,
+    VoucherUsedFacts,
     Wrapped,
 )
 
@@ -50,6 +65,7 @@ NOT_ACTIVITY = NOT_ENGAGEMENT
 ENGAGEMENT = Engagement.kind
 ENGAGEMENT_RULES = "engagement."  # engagement_monthly's action: the rule id after this
 KEY_SEPARATOR = "\x1f"  # of an interaction key (domain.ids.interaction_key)
+ZERO = Decimal("0.00")
 
 
 class UnknownAccount(LookupError):
@@ -65,10 +81,13 @@ class Fold:
 
     ``changes.accounts`` must already hold the ``balances`` rows of every account the batch
     touches that was opened in an earlier batch (the runner loads them first).
+    ``tier_benefits``: each program's tiers' benefit codes (its latest version), which tell
+    a benefit held from the tier from one held from a membership.
     """
 
-    def __init__(self, changes: BatchChanges) -> None:
+    def __init__(self, changes: BatchChanges, tier_benefits: TierBenefits | None = None) -> None:
         self.changes = changes
+        self.tier_benefits: TierBenefits = tier_benefits or {}
         # by the kind of facts (projections.stored decides which an event class has)
         self._handlers: dict[type[Facts], Callable[[Recorded], object]] = {
             OpenedFacts: self._opened,
@@ -78,6 +97,14 @@ class Fold:
             TierFacts: self._tier_changed,
             AccountFacts: self._account,  # referrals, bonuses, expiry: their entries, if any
             RejectedFacts: self._rejected,
+            VoucherFacts: self._voucher_issued,
+            VoucherUsedFacts: self._voucher_used,
+            VoucherEndedFacts: self._voucher_ended,
+            MembershipFacts: self._membership,
+            MembershipLapsedFacts: self._membership_lapsed,
+            BenefitsFacts: self._benefits,
+            PrepaymentFacts: self._prepayment,
+            CashbackExpiredFacts: self._cashback_expired,
         }
 
     def apply(self, recorded: Recorded) -> None:
@@ -164,6 +191,119 @@ class Fold:
                 facts.received_at.value,
             )
         )
+
+    # ---------------------------------------------------------- rewards side
+    def _voucher_issued(self, recorded: Recorded) -> None:
+        row = self._account(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, VoucherFacts)
+        key = (row.program_id, row.patient_id, facts.voucher_id)
+        self.changes.vouchers[key] = VoucherRow(
+            *key, facts.reward_id, facts.points, facts.issued_at.value, facts.expires_at.value
+        )
+
+    def _voucher_used(self, recorded: Recorded) -> None:
+        row = self._accept(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, VoucherUsedFacts)
+        key = (row.program_id, row.patient_id, facts.voucher_id)
+        self._voucher_change(key, VoucherChange("used", facts.occurred_at.value))
+
+    def _voucher_ended(self, recorded: Recorded) -> None:
+        row = self._account(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, VoucherEndedFacts)
+        key = (row.program_id, row.patient_id, facts.voucher_id)
+        self._voucher_change(key, VoucherChange(facts.status, facts.at.value))
+
+    def _voucher_change(self, key: tuple[str, str, str], change: VoucherChange) -> None:
+        voucher = self.changes.vouchers.get(key)
+        if voucher is None:  # issued in an earlier batch: the writer loads it
+            self.changes.voucher_changes.setdefault(key, []).append(change)
+        else:
+            change.apply(voucher)
+
+    def _membership(self, recorded: Recorded) -> None:
+        row = self._accept(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, MembershipFacts)
+        at = facts.occurred_at.value
+        amount = facts.amount.value.quantize(CENT) if facts.amount is not None else ZERO
+        paid_through = facts.paid_through.value if facts.paid_through is not None else None
+        if recorded.cls is PatientAccount.MembershipStarted:
+            change = MembershipChange("started", at, facts.plan_id or "", amount, paid_through)
+        elif recorded.cls is PatientAccount.MembershipRenewed:
+            change = MembershipChange("renewed", at, amount=amount, paid_through=paid_through)
+        else:
+            change = MembershipChange("cancelled", at)
+        self._membership_change((row.program_id, row.patient_id, facts.membership_id), change)
+
+    def _membership_lapsed(self, recorded: Recorded) -> None:
+        row = self._account(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, MembershipLapsedFacts)
+        key = (row.program_id, row.patient_id, facts.membership_id)
+        self._membership_change(key, MembershipChange("lapsed", facts.at.value))
+
+    def _membership_change(self, key: tuple[str, str, str], change: MembershipChange) -> None:
+        """In ledger order; the writer applies them to the stored row, if any (a membership
+        bought again after a lapse keeps its row), and counts the month's KPIs."""
+        self.changes.membership_changes.setdefault(key, []).append(change)
+
+    def _benefits(self, recorded: Recorded) -> None:
+        row = self._account(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, BenefitsFacts)
+        tiers = self.tier_benefits.get(row.program_id, {})
+        self.changes.benefit_changes.append(
+            BenefitChange(
+                row.program_id,
+                row.patient_id,
+                facts.at.value,
+                tuple(facts.benefits),
+                tiers.get(row.tier, frozenset()),
+            )
+        )
+
+    def _prepayment(self, recorded: Recorded) -> None:
+        row = self._accept(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, PrepaymentFacts)
+        self._wallet(row).prepaid += facts.amount.value
+
+    def _cashback_expired(self, recorded: Recorded) -> None:
+        row = self._account(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, CashbackExpiredFacts)
+        self._wallet(row).cashback -= facts.amount.value
+
+    def _payment_wallets(self, row: BalanceRow, facts: AcceptedFacts) -> None:
+        """A payment in a program with money wallets: cashback earned and drawn, prepaid
+        drawn, and the prepayment discount it was made at."""
+        if (
+            facts.cashback_earned is None
+            and facts.cashback_drawn is None
+            and facts.prepaid_drawn is None
+            and facts.prepayment_discount_percent is None
+        ):
+            return
+        wallet = self._wallet(row)
+        if facts.cashback_earned is not None:
+            wallet.cashback += facts.cashback_earned.value
+        for _, drawn in facts.cashback_drawn or ():
+            wallet.cashback -= drawn.value
+        if facts.prepaid_drawn is not None:
+            wallet.prepaid -= facts.prepaid_drawn.value
+        if facts.prepayment_discount_percent is not None:
+            wallet.discount_percent = facts.prepayment_discount_percent
+
+    def _wallet(self, row: BalanceRow) -> WalletDelta:
+        key = (row.program_id, row.patient_id)
+        wallet = self.changes.wallets.get(key)
+        if wallet is None:
+            wallet = self.changes.wallets[key] = WalletDelta(row.updated_at)
+        wallet.updated_at = row.updated_at  # (moved on by _account first)
+        return wallet
 
     # ----------------------------------------------------------------- helpers
     def _account(self, recorded: Recorded) -> BalanceRow:
@@ -283,6 +423,7 @@ class Fold:
             self._goal_days(row, facts)
         if facts.interaction == ENGAGEMENT:
             self._engagement(row, facts, month_of(utc))
+        self._payment_wallets(row, facts)
         return row
 
     def _entry(self, row: BalanceRow, entry: Entry, recorded_at: datetime) -> None:

@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import TypeVar
 from uuid import UUID
@@ -45,8 +45,15 @@ from sqlalchemy import Index, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from careledger.store import ledger_mapper
-from projections.changes import KPI_COLUMNS, BalanceRow, BatchChanges, KpiDelta, Sums
+from careledger.adapters.store import ledger_mapper
+from projections.changes import (
+    KPI_COLUMNS,
+    BalanceRow,
+    BatchChanges,
+    KpiDelta,
+    Sums,
+    TierBenefits,
+)
 from projections.database import (
     connect,
     create_read_models,
@@ -83,15 +90,22 @@ class Target:
     events_table: str
     batch_size: int
     account_cache: int
+    tier_benefits: TierBenefits = field(default_factory=dict)  # (projections.handlers.Fold)
 
 
 class ShardReplay:
     """Replays one shard of the ledger into empty read models (see the module docstring)."""
 
     def __init__(
-        self, source: EventSource, positions: Positions, span: int, account_cache: int
+        self,
+        source: EventSource,
+        positions: Positions,
+        span: int,
+        account_cache: int,
+        tier_benefits: TierBenefits | None = None,
     ) -> None:
         self.source, self.account_cache = source, account_cache
+        self.tier_benefits = tier_benefits or {}
         # Ranges of positions read at a time: ``span`` events of the whole ledger, of which
         # the shard's share is one batch.
         after, upto = positions
@@ -132,7 +146,7 @@ class ShardReplay:
             needed = accounts_to_load(batch)
             cached = {key: self.rows[key] for key in needed if key in self.rows}
             changes.accounts = cached | await load_accounts(conn, needed - cached.keys())
-            fold = Fold(changes)
+            fold = Fold(changes, self.tier_benefits)
             for recorded in batch:
                 fold.apply(recorded)
             await write_rows(conn, changes, self._remember(changes.accounts))
@@ -203,7 +217,9 @@ async def _rebuild_sqlite(
         await conn.exec_driver_sql("BEGIN")
         await drop_read_models(conn)
         await create_read_models(conn, indexes=False)
-        replay = ShardReplay(live, positions, target.batch_size, target.account_cache)
+        replay = ShardReplay(
+            live, positions, target.batch_size, target.account_cache, target.tier_benefits
+        )
         await replay.run(same, same, ahead=False)
         steps = _finishing_steps(replay.kpis, replay.sums, values)
         for step in steps:  # one connection: one after the other
@@ -377,7 +393,7 @@ async def _replay(
     built: AsyncEngine, source: EventSource, target: Target, positions: Positions, shards: int
 ) -> Replayed:
     span = target.batch_size * shards  # so that a shard's batches are about batch_size
-    replay = ShardReplay(source, positions, span, target.account_cache)
+    replay = ShardReplay(source, positions, span, target.account_cache, target.tier_benefits)
     await replay.run(built.connect, built.begin, ahead=True)
     return replay.applied, replay.kpis, replay.sums
 

@@ -21,7 +21,7 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from projections.changes import BalanceRow, BatchChanges
+from projections.changes import BalanceRow, BatchChanges, TierBenefits
 from projections.database import check_read_models, create_read_models, missing_read_models
 from projections.handlers import Fold, accounts_to_load
 from projections.metrics import ProjectionMetrics
@@ -72,11 +72,14 @@ class Projector:
         name: str = READ_MODELS,
         clock: Callable[[], float] = time.monotonic,
         point_values: PointValues | None = None,
+        tier_benefits: TierBenefits | None = None,
     ) -> None:
         self.engine, self.source, self.metrics, self.options = engine, source, metrics, options
         self.name = name
         # each program's money per point (from the loaded programs), for the partner tables
         self.point_values: PointValues = point_values or {}
+        # each program's tiers' benefit codes, which tell a tier's benefit from a plan's
+        self.tier_benefits: TierBenefits = tier_benefits or {}
         self.position = 0
         self.last_event_at: datetime | None = None
         self.cohorts = CohortRefresher(engine, metrics, name, options.refresh_interval, clock)
@@ -192,7 +195,7 @@ class Projector:
             async with self.engine.begin() as conn:
                 await lock_position(conn, self.name, self.position)
                 changes.accounts = await self._accounts(conn, accounts_to_load(batch))
-                fold = Fold(changes)
+                fold = Fold(changes, self.tier_benefits)
                 for recorded in batch:
                     fold.apply(recorded)
                 written = await write_changes(conn, changes, self.point_values)

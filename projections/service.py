@@ -15,10 +15,11 @@ from decimal import Decimal
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from careledger.programs import load_programs
+from careledger.adapters.store import open_store
+from careledger.application.programs import load_programs
 from careledger.settings import Settings
-from careledger.store import open_store
 from domain.program import Program
+from projections.changes import TierBenefits
 from projections.database import connect
 from projections.metrics import ProjectionMetrics
 from projections.rebuilding import Rebuilt, Target
@@ -33,6 +34,14 @@ Programs = Mapping[str, Program]
 def point_values(programs: Programs) -> dict[str, Decimal | None]:
     """Each program's money per point, as its latest version says (None: not set)."""
     return {program_id: p.latest.point_value for program_id, p in sorted(programs.items())}
+
+
+def tier_benefits(programs: Programs) -> TierBenefits:
+    """Each program's tiers' benefit codes, as its latest version says."""
+    return {
+        program_id: {tier.name: frozenset(tier.benefits) for tier in p.latest.tiers}
+        for program_id, p in sorted(programs.items())
+    }
 
 
 def _programs(settings: Settings, programs: Programs | None) -> Programs:
@@ -63,10 +72,18 @@ async def open_projector(
 ) -> AsyncIterator[Projector]:
     """A started projector on the settings' database (valuing partners' points by
     ``programs``, default the settings' ones); disposed of on exit."""
-    values = point_values(_programs(settings, programs))
+    loaded = _programs(settings, programs)
+    values = point_values(loaded)
     async with _opened(settings) as (engine, source):
         metrics = ProjectionMetrics(registry)
-        projector = Projector(engine, source, metrics, options, point_values=values)
+        projector = Projector(
+            engine,
+            source,
+            metrics,
+            options,
+            point_values=values,
+            tier_benefits=tier_benefits(loaded),
+        )
         await projector.start()
         yield projector
 
@@ -90,7 +107,8 @@ async def rebuild(
 ) -> Rebuilt:
     """Rebuild every read model from the ledger's first event (projections.rebuilding);
     ``pool``: worker processes from ``replay_processes``."""
-    values = point_values(_programs(settings, programs))
+    loaded = _programs(settings, programs)
+    values = point_values(loaded)
     async with _opened(settings) as (engine, source):
         target = Target(
             settings.database_url,
@@ -98,6 +116,7 @@ async def rebuild(
             source.table,
             options.batch_size,
             options.account_cache,
+            tier_benefits(loaded),
         )
         return await rebuild_read_models(
             engine, source, target, options.rebuild_workers, READ_MODELS, pool, values

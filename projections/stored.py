@@ -134,6 +134,11 @@ class AcceptedFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
     reward_unlocked: str | None = None
     goal_day: Wrapped[date] | None = None  # a reading that met the daily goal that day
     voided_key: str | None = None  # InteractionVoided: the voided interaction's key
+    # PaymentRecorded in programs with money wallets (wallets)
+    cashback_earned: Wrapped[Decimal] | None = None
+    cashback_drawn: list[tuple[str, Wrapped[Decimal]]] | None = None  # (lot, amount)
+    prepaid_drawn: Wrapped[Decimal] | None = None
+    prepayment_discount_percent: int | None = None
 
 
 class NotedFacts(AcceptedFacts, frozen=True, gc=False, kw_only=True):
@@ -158,6 +163,58 @@ class TierFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
     reason: str
 
 
+class VoucherFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
+    """VoucherIssued."""
+
+    voucher_id: str
+    reward_id: str
+    points: int
+    issued_at: Wrapped[datetime]
+    expires_at: Wrapped[datetime]
+
+
+class VoucherUsedFacts(AcceptedFacts, frozen=True, gc=False, kw_only=True):
+    voucher_id: str
+
+
+class VoucherEndedFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
+    voucher_id: str
+    status: str  # cancelled | expired
+    at: Wrapped[datetime]
+
+
+class MembershipFacts(AcceptedFacts, frozen=True, gc=False, kw_only=True):
+    """MembershipStarted, MembershipRenewed (no plan, no start) and MembershipCancelled
+    (the membership alone)."""
+
+    membership_id: str
+    plan_id: str | None = None
+    amount: Wrapped[Decimal] | None = None
+    started_at: Wrapped[datetime] | None = None
+    paid_through: Wrapped[datetime] | None = None
+
+
+class MembershipLapsedFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
+    membership_id: str
+    at: Wrapped[datetime]  # its paid-through date
+
+
+class BenefitsFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
+    benefits: list[str]  # every code held from then on, sorted
+    at: Wrapped[datetime]
+
+
+class PrepaymentFacts(AcceptedFacts, frozen=True, gc=False, kw_only=True):
+    amount: Wrapped[Decimal]
+    prepaid_balance: Wrapped[Decimal]
+
+
+class CashbackExpiredFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
+    lot_id: str
+    amount: Wrapped[Decimal]
+    at: Wrapped[datetime]
+
+
 class RejectedFacts(Facts, frozen=True, gc=False, kw_only=True):
     origin: str
     code: str
@@ -170,6 +227,16 @@ class RejectedFacts(Facts, frozen=True, gc=False, kw_only=True):
 # Which facts the read models read of each kind of event, most specific class first.
 _FACTS: tuple[tuple[type, type[Facts]], ...] = (
     (PatientAccount.Opened, OpenedFacts),
+    (PatientAccount.VoucherIssued, VoucherFacts),
+    (PatientAccount.VoucherUsed, VoucherUsedFacts),
+    (PatientAccount.VoucherEnded, VoucherEndedFacts),
+    (PatientAccount.MembershipStarted, MembershipFacts),
+    (PatientAccount.MembershipRenewed, MembershipFacts),
+    (PatientAccount.MembershipCancelled, MembershipFacts),
+    (PatientAccount.MembershipLapsed, MembershipLapsedFacts),
+    (PatientAccount.BenefitsChanged, BenefitsFacts),
+    (PatientAccount.PrepaymentRecorded, PrepaymentFacts),
+    (PatientAccount.CashbackExpired, CashbackExpiredFacts),
     (PatientAccount.Accepted, AcceptedFacts),
     (PatientAccount.QualifyingPointsChanged, QualifyingFacts),
     (PatientAccount.TierChanged, TierFacts),

@@ -289,6 +289,73 @@ partner_redemptions = Table(
     _points("points"),
 )
 
+# The rewards side (docs/analysts.md): vouchers, benefits held, paid memberships, wallets.
+vouchers = Table(
+    "vouchers",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+    Column("redemption_id", Text, primary_key=True),  # the voucher's id
+    Column("reward_id", Text, nullable=False),
+    _points("points"),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+    Column("status", Text, nullable=False),  # issued | used | cancelled | expired
+    Index("vouchers_reward", "program_id", "reward_id"),
+)
+
+# One row per benefit held over a period: ``until`` is null while it is held.
+benefits = Table(
+    "benefits",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+    Column("benefit", Text, primary_key=True),
+    Column("since", UtcDateTime, primary_key=True),
+    Column("source", Text, nullable=False),  # tier | membership
+    Column("until", UtcDateTime, nullable=True),
+    Index("benefits_held", "program_id", "benefit", "until"),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+    Column("membership_id", Text, primary_key=True),
+    Column("plan_id", Text, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("paid_through", UtcDateTime, nullable=False),
+    Column("status", Text, nullable=False),  # active | cancelled | lapsed
+    Column("cancelled_at", UtcDateTime, nullable=True),
+)
+
+membership_kpis_monthly = Table(
+    "membership_kpis_monthly",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("month", Date, primary_key=True),
+    Column("active", Integer, nullable=False, default=0),
+    Column("started", Integer, nullable=False, default=0),
+    Column("renewed", Integer, nullable=False, default=0),
+    Column("lapsed", Integer, nullable=False, default=0),
+    Column("revenue", Money, nullable=False),
+)
+
+# The money wallets beside balances (rows once an account's wallets moved or it paid in a
+# program with wallets).
+wallets = Table(
+    "wallets",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+    Column("cashback_balance", Money, nullable=False),
+    Column("prepaid_balance", Money, nullable=False),
+    Column("prepayment_discount_percent", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
 # Tracking, not a read model: where each projection is in the ledger's notification log.
 projection_positions = Table(
     "projection_positions",
@@ -313,4 +380,9 @@ READ_MODELS = (
     activity_days,
     patient_goal_readings,
     partner_redemptions,
+    vouchers,
+    benefits,
+    memberships,
+    membership_kpis_monthly,
+    wallets,
 )

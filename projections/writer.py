@@ -38,20 +38,26 @@ from projections.changes import (
     ENGAGEMENT_COLUMNS,
     KPI_COLUMNS,
     LIABILITY_COLUMNS,
+    MEMBERSHIP_KPI_COLUMNS,
     BalanceRow,
     BatchChanges,
     KpiDelta,
+    MembershipRow,
     Redemption,
     Sums,
+    VoucherRow,
     goal_summary,
     month_start,
 )
 from projections.tables import (
     activity_days,
     balances,
+    benefits,
     dead_letters,
     engagement_monthly,
     ledger_entries,
+    membership_kpis_monthly,
+    memberships,
     partner_liability,
     partner_redemptions,
     partner_settlement,
@@ -61,6 +67,8 @@ from projections.tables import (
     program_kpis_daily,
     projection_positions,
     tier_history,
+    vouchers,
+    wallets,
 )
 
 CHUNK = 1000
@@ -152,6 +160,25 @@ GOAL_READINGS = Upsert(patient_goal_readings)
 REDEMPTIONS = Upsert(partner_redemptions)
 
 
+def _replacing(table: Table) -> Upsert:
+    """Rows written whole: the key's row takes every other column's new value."""
+    keys = tuple(c.name for c in table.primary_key.columns)
+    return Upsert(
+        table, keys=keys, merge={c.name: "replace" for c in table.columns if not c.primary_key}
+    )
+
+
+VOUCHERS = _replacing(vouchers)
+MEMBERSHIPS = _replacing(memberships)
+BENEFITS = _replacing(benefits)
+WALLETS = _replacing(wallets)
+MEMBERSHIP_KPIS = Upsert(
+    membership_kpis_monthly,
+    keys=("program_id", "month"),
+    merge=dict.fromkeys(MEMBERSHIP_KPI_COLUMNS, "add"),
+)
+
+
 async def write_changes(
     conn: AsyncConnection, changes: BatchChanges, point_values: PointValues
 ) -> dict[str, int]:
@@ -186,7 +213,100 @@ async def write_rows(
     await _cancel_earlier_redemptions(conn, changes)
     await put(REDEMPTIONS, _redemption_records(changes.redemptions.values()))
     written.update(await _write_goal_days(conn, changes))
+    for write in (_write_vouchers, _write_memberships, _write_benefits, _write_wallets):
+        written.update(await write(conn, changes))
     return written
+
+
+async def _stored(
+    conn: AsyncConnection, table: Table, keys: Collection[tuple[Any, ...]]
+) -> list[Any]:
+    """The rows of ``table`` whose leading key columns are among ``keys``."""
+    if not keys:
+        return []
+    ordered = sorted(keys)
+    columns = list(table.primary_key.columns)[: len(ordered[0])]
+    found: list[Any] = []
+    for part in chunks(ordered, CHUNK // len(columns)):
+        found.extend(await conn.execute(select(table).where(tuple_(*columns).in_(part))))
+    return found
+
+
+async def _put_whole(conn: AsyncConnection, spec: Upsert, records: list[Record]) -> dict[str, int]:
+    await bulk.write(conn, spec, records)
+    return {spec.table.name: len(records)} if records else {}
+
+
+async def _write_vouchers(conn: AsyncConnection, changes: BatchChanges) -> dict[str, int]:
+    """Vouchers issued in the batch, and those of earlier batches it used or ended."""
+    rows = dict(changes.vouchers)
+    for stored in await _stored(conn, vouchers, changes.voucher_changes.keys()):
+        row = VoucherRow(*stored)
+        rows[(row.program_id, row.patient_id, row.redemption_id)] = row
+    for key, voucher_changes in changes.voucher_changes.items():
+        if key not in rows:
+            raise LookupError(f"voucher {key} changed but never issued")
+        for change in voucher_changes:
+            change.apply(rows[key])
+    return await _put_whole(conn, VOUCHERS, [astuple(row) for row in rows.values()])
+
+
+async def _write_memberships(conn: AsyncConnection, changes: BatchChanges) -> dict[str, int]:
+    """Apply the batch's membership changes to the stored rows, in ledger order, counting
+    each month's starts, renewals, lapses, revenue and active memberships into the sums."""
+    rows: dict[tuple[str, str, str], MembershipRow] = {}
+    for stored in await _stored(conn, memberships, changes.membership_changes.keys()):
+        row = MembershipRow(*stored)
+        rows[(row.program_id, row.patient_id, row.membership_id)] = row
+    for key, membership_changes in changes.membership_changes.items():
+        for change in membership_changes:
+            rows[key] = change.apply(key, rows.get(key), changes.sums)
+    return await _put_whole(conn, MEMBERSHIPS, [astuple(row) for row in rows.values()])
+
+
+async def _write_benefits(conn: AsyncConnection, changes: BatchChanges) -> dict[str, int]:
+    """Close the rows of benefits no longer held and open rows for new ones, in order."""
+    accounts = {(change.program_id, change.patient_id) for change in changes.benefit_changes}
+    held: dict[tuple[str, str], dict[str, list[Any]]] = {}
+    for stored in await _stored(conn, benefits, accounts):
+        if stored.until is None:
+            held.setdefault((stored.program_id, stored.patient_id), {})[stored.benefit] = list(
+                stored
+            )
+    written: dict[tuple[str, str, str, datetime], list[Any]] = {}
+    for change in changes.benefit_changes:
+        account = (change.program_id, change.patient_id)
+        now = held.setdefault(account, {})
+        for benefit in sorted(now.keys() - set(change.benefits)):
+            row = now.pop(benefit)
+            row[-1] = change.at  # until
+            written[(*account, benefit, row[3])] = row
+        for benefit in change.benefits:
+            if benefit not in now:
+                source = "tier" if benefit in change.tier_benefits else "membership"
+                row = now[benefit] = [*account, benefit, change.at, source, None]
+                written[(*account, benefit, change.at)] = row
+    return await _put_whole(conn, BENEFITS, [tuple(row) for row in written.values()])
+
+
+async def _write_wallets(conn: AsyncConnection, changes: BatchChanges) -> dict[str, int]:
+    """The batch's wallet movements added to the stored balances; the discount of the
+    latest payment."""
+    stored = {
+        (r.program_id, r.patient_id): r for r in await _stored(conn, wallets, changes.wallets)
+    }
+    records: list[Record] = []
+    for key, delta in changes.wallets.items():
+        before = stored.get(key)
+        cashback = (before.cashback_balance if before else Decimal(0)) + delta.cashback
+        prepaid = (before.prepaid_balance if before else Decimal(0)) + delta.prepaid
+        discount = delta.discount_percent
+        if discount is None:
+            discount = before.prepayment_discount_percent if before else 0
+        records.append(
+            (*key, cashback.quantize(CENT), prepaid.quantize(CENT), discount, delta.updated_at)
+        )
+    return await _put_whole(conn, WALLETS, records)
 
 
 def _redemption_records(redemptions: Iterable[Redemption]) -> list[Record]:
@@ -258,15 +378,22 @@ async def _write_goal_days(conn: AsyncConnection, changes: BatchChanges) -> dict
 async def write_sums(
     conn: AsyncConnection, sums: Sums, point_values: PointValues
 ) -> dict[str, int]:
-    """Add the partner and engagement rows, then value the partners' points."""
+    """Add the partner, engagement and membership KPI rows, then value the partners'
+    points."""
     liability = [
         (program_id, partner, *astuple(delta), delta.outstanding, None, None)
         for (program_id, partner), delta in sums.liability.items()
     ]
     settlement = [(*key, points, None) for key, points in sums.settlement.items()]
     engagement = [(*key, *astuple(delta)) for key, delta in sums.engagement.items()]
+    membership_kpis = [(*key, *astuple(delta)) for key, delta in sums.memberships.items()]
     written = {}
-    writes = ((LIABILITY, liability), (SETTLEMENT, settlement), (ENGAGEMENT, engagement))
+    writes = (
+        (LIABILITY, liability),
+        (SETTLEMENT, settlement),
+        (ENGAGEMENT, engagement),
+        (MEMBERSHIP_KPIS, membership_kpis),
+    )
     for spec, records in writes:
         await bulk.write(conn, spec, records)
         if records:

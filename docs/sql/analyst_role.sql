@@ -38,6 +38,11 @@ GRANT SELECT ON
     activity_days,
     patient_goal_readings,
     partner_redemptions,
+    vouchers,
+    benefits,
+    memberships,
+    membership_kpis_monthly,
+    wallets,
     program_retention_12m,
     program_retention_12m_monthly
 TO careledger_analyst;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -15,9 +16,12 @@ from projections.tables import READ_MODELS
 from projections.views import VIEWS
 from tests.conftest import PG_URL, Database
 from tests.integration.test_projections_support import (
+    PLUS,
+    PLUS_MAINTENANCE,
     apply,
     explained,
     ledger_for,
+    membership_plus,
     scenario,
     settings_for,
 )
@@ -112,3 +116,39 @@ WHERE program_id = 'clinic-default' AND kind = 'adjusted'
   AND occurred_at <  date_trunc('month', {NOW})
 GROUP BY reason, operator ORDER BY reason, operator
 """
+
+
+def docs_query(heading: str, comment: str) -> str:
+    """The SQL after ``-- comment`` in docs/analysts.md's section ``heading``."""
+    text = (SCRIPT.parents[1] / "analysts.md").read_text()
+    section = text[text.index(heading) :]
+    start = section.index(f"-- {comment}\n") + len(comment) + 4
+    return section[start : section.index(";", start)]
+
+
+async def test_analysts_read_the_rewards_side_with_the_documented_queries(
+    pg_database: Database, analyst: str
+) -> None:
+    schema = pg_database.schema
+    ledger = ledger_for(pg_database)
+    apply(ledger, membership_plus())
+    ledger.maintain(PLUS, PLUS_MAINTENANCE)
+    await catch_up(settings_for(pg_database))
+    grant(schema, analyst)
+    heading = "## `wallets`"
+    holders = docs_query(heading, "Who holds event_invitations today (a CRM's invitation list)")
+    assert as_role(schema, analyst, holders) == []  # nobody is premier
+    booking = holders.replace("event_invitations", "priority_booking")
+    assert [row[:2] for row in as_role(schema, analyst, booking)] == [("pia", "tier")]
+    revenue = as_role(
+        schema, analyst, docs_query(heading, "Membership revenue and members per month")
+    )
+    assert [(str(row[0]), row[5]) for row in revenue[:3]] == [
+        ("2026-01-01", Decimal("525.00")),
+        ("2026-02-01", Decimal("45.00")),
+        ("2026-03-01", Decimal("0.00")),
+    ]
+    per_reward = docs_query(heading, "Vouchers issued vs used per reward")
+    assert as_role(schema, analyst, per_reward) == [("parking-pass", 3, 1, 1, 1)]
+    wallets = docs_query(heading, "Prepaid money held for patients, and cashback outstanding")
+    assert as_role(schema, analyst, wallets) == []

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select, text
 
+from careledger.application.ledger import Inbound, Ledger
 from careledger.bootstrap import build_ledger
-from careledger.ledger import Inbound, Ledger
 from careledger.settings import Settings
 from projections.database import connect
 from projections.tables import READ_MODELS
@@ -231,3 +231,78 @@ def activity() -> list[dict[str, Any] | bytes]:
             "walt-void",
         ),
     ]
+
+
+PLUS = "membership-plus"
+DISCOUNTS = "clinic-discounts"
+PLUS_MAINTENANCE = datetime(2026, 5, 1, tzinfo=UTC)  # mia's membership lapses, r2 expires
+DISCOUNTS_MAINTENANCE = datetime(2026, 1, 1, tzinfo=UTC)  # dee's cashback expires
+
+
+def _plus(kind: str, patient: str, day: str, data: dict[str, Any], eid: str) -> Any:
+    return _in(PLUS, kind, patient, f"{day}T10:00:00Z", data, eid)
+
+
+def _member(patient: str, day: str, mid: str, plan: str, amount: str) -> Any:
+    data = {"membership_id": mid, "plan_id": plan, "amount": amount, "currency": "USD"}
+    return _plus("membership.purchased", patient, day, data, f"{patient}-mp-{day}")
+
+
+def _checkup(patient: str, day: str, kind: str) -> Any:
+    return _plus("checkup.completed", patient, day, {"checkup_type": kind}, f"{patient}-c-{day}")
+
+
+def _parking(day: str, rid: str) -> Any:
+    data = {"redemption_id": rid, "reward_id": "parking-pass"}
+    return _plus("redemption.requested", "mia", day, data, f"mia-{rid}")
+
+
+def membership_plus() -> list[dict[str, Any] | bytes]:
+    """mia (membership-plus) buys a monthly membership on 5 Jan (to 5 Feb), earns double,
+    redeems three parking passes (r1 used, r2 left to expire, r3 cancelled), renews on 1 Feb
+    (to 5 Mar) and cancels on 10 Feb: the maintenance of 1 May lapses it at 5 Mar and
+    expires r2 at 12 Apr. pia reaches plus with eight screenings on 1-8 Jan
+    (priority_booking, the tier's) and buys an annual membership on 20 Jan (to 20 Jan 2027)."""
+    return [
+        _member("mia", "2026-01-05", "m1", "monthly", "45.00"),
+        _checkup("mia", "2026-01-06", "screening"),  # 400 (x2.00)
+        _checkup("mia", "2026-01-07", "vaccination"),  # 200
+        _checkup("mia", "2026-01-08", "dental_cleaning"),  # 300
+        _parking("2026-01-10", "r1"),
+        _plus("reward.used", "mia", "2026-01-11", {"redemption_id": "r1"}, "mia-use-r1"),
+        _parking("2026-01-12", "r2"),
+        _parking("2026-01-13", "r3"),
+        _plus("redemption.cancelled", "mia", "2026-01-14", {"redemption_id": "r3"}, "mia-cx"),
+        _member("mia", "2026-02-01", "m1", "monthly", "45.00"),  # renews: to 5 Mar
+        _plus("membership.cancelled", "mia", "2026-02-10", {"membership_id": "m1"}, "mia-mc"),
+        *[_checkup("pia", f"2026-01-0{d}", "screening") for d in range(1, 9)],  # 1600: plus
+        _member("pia", "2026-01-20", "p1", "annual", "480.00"),
+    ]
+
+
+def _dee(kind: str, day: str, data: dict[str, Any], eid: str) -> Any:
+    return _in(DISCOUNTS, kind, "dee", f"{day}T10:00:00Z", data, eid)
+
+
+def _dee_pays(day: str, amount: str, eid: str, **wallets: str) -> Any:
+    return _dee("payment.recorded", day, {"amount": amount, "currency": "GBP", **wallets}, eid)
+
+
+def clinic_discounts() -> list[dict[str, Any] | bytes]:
+    """dee (clinic-discounts) prepays 300.00, pays from it and from her cashback, gets a
+    free-service voucher at the 5th payment (14 Jun) and uses it; the maintenance of 1 Jan 2026
+    expires the cashback left (2.60), and a last payment on 1 Feb 2026 draws 5.00 prepaid at
+    10 % (300.00 prepaid within 365 days) and earns 0.20."""
+    data = {"prepayment_id": "dee-pp1", "amount": "300.00", "currency": "GBP"}
+    return [
+        _dee("prepayment.recorded", "2025-06-01", data, "dee-pp1"),
+        _dee_pays("2025-06-10", "120.00", "dee-pay1", prepaid_used="50.00"),  # cashback 2.40
+        _dee_pays("2025-06-11", "30.00", "dee-pay2", cashback_used="1.00"),  # + 0.60
+        *[_dee_pays(f"2025-06-1{d}", "10.00", f"dee-pay{d + 1}") for d in (2, 3, 4)],  # 0.20 each
+        _dee("reward.used", "2025-06-20", {"redemption_id": "free-service:1"}, "dee-fs1"),
+    ]
+
+
+def clinic_discounts_after() -> list[dict[str, Any] | bytes]:
+    """dee's last payment, after the maintenance that expired her cashback."""
+    return [_dee_pays("2026-02-01", "10.00", "dee-pay6", prepaid_used="5.00")]
