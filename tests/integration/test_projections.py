@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
 import projections.runner
-from careledger.ledger import Ledger
+from careledger.application.ledger import Ledger
 from domain.ids import account_id
 from projections import rebuilding
 from projections.database import ReadModelsOutdated, connect
@@ -24,15 +24,22 @@ from projections.service import catch_up, open_projector, rebuild
 from tests.conftest import Database
 from tests.events import cloudevent
 from tests.integration.test_projections_support import (
+    DISCOUNTS,
+    DISCOUNTS_MAINTENANCE,
     MAINTENANCE_AS_OF,
+    PLUS,
+    PLUS_MAINTENANCE,
     PROGRAM,
     SOURCE,
     activity,
     apply,
+    clinic_discounts,
+    clinic_discounts_after,
     coalition,
     dump,
     explained,
     ledger_for,
+    membership_plus,
     query,
     scenario,
     settings_for,
@@ -289,13 +296,23 @@ async def test_a_crash_mid_run_resumes_to_the_same_tables(
 async def test_rebuild_equals_incremental(database: Database) -> None:
     settings = settings_for(database)
     ledger = ledger_for(database)
-    events = [*scenario(), *explained(), *coalition(), *activity()]
+    events = [
+        *scenario(),
+        *explained(),
+        *coalition(),
+        *activity(),
+        *membership_plus(),
+        *clinic_discounts(),
+    ]
     for start in range(0, len(events), 9):  # follow along while the ledger grows
         apply(ledger, events[start : start + 9], run=f"part{start}")
         await catch_up(settings, SMALL)
     ledger.maintain(PROGRAM, datetime(2026, 12, 1, tzinfo=UTC))
+    ledger.maintain(PLUS, PLUS_MAINTENANCE)  # a lapse, an expired voucher, benefits ended
     await catch_up(settings, ProjectionOptions(batch_size=3))
     ledger.maintain(PROGRAM, MAINTENANCE_AS_OF)
+    ledger.maintain(DISCOUNTS, DISCOUNTS_MAINTENANCE)  # cashback expired
+    apply(ledger, clinic_discounts_after(), run="after")
     await catch_up(settings, SMALL)
     incremental = await dump(settings)
 
@@ -304,6 +321,8 @@ async def test_rebuild_equals_incremental(database: Database) -> None:
     assert await dump(settings) == incremental
     assert incremental["balances"] and incremental["retention_cohorts"]
     assert incremental["partner_settlement"] and incremental["activity_days"]
+    for rewards in ("vouchers", "benefits", "memberships", "membership_kpis_monthly", "wallets"):
+        assert incremental[rewards], rewards
     kinds = {row[3] for row in incremental["ledger_entries"]}
     assert {"noted", "adjusted", "expired"} <= kinds
     # small batches, an account cache of one row (every row written as it leaves) and, on

@@ -17,10 +17,12 @@ from tests.conftest import PG_URL, Database
 from tests.integration.test_projections_support import (
     activity,
     apply,
+    clinic_discounts,
     coalition,
     dump,
     explained,
     ledger_for,
+    membership_plus,
     scenario,
     settings_for,
 )
@@ -62,7 +64,17 @@ async def rebuild_beside(
     """Rebuild while ``session`` runs in a thread against the live tables; the read models
     come out as they were. Returns what the session reported."""
     settings = settings_for(db)
-    apply(ledger_for(db), [*scenario(), *explained(), *coalition(), *activity()])
+    apply(
+        ledger_for(db),
+        [
+            *scenario(),
+            *explained(),
+            *coalition(),
+            *activity(),
+            *membership_plus(),
+            *clinic_discounts(),
+        ],
+    )
     await catch_up(settings)
     expected = await dump(settings)
     outcome: list[str] = []
@@ -130,7 +142,17 @@ async def test_a_ledger_whose_ids_start_high_is_rebuilt_from_its_first_id(
             "SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), 1000000000000)",
             (table,),
         )
-    apply(ledger, [*scenario(), *explained(), *coalition(), *activity()])
+    apply(
+        ledger,
+        [
+            *scenario(),
+            *explained(),
+            *coalition(),
+            *activity(),
+            *membership_plus(),
+            *clinic_discounts(),
+        ],
+    )
     assert ledger.store.recorder.max_notification_id() > 1_000_000_000_000
     await catch_up(settings)
     expected = await dump(settings)
