@@ -20,7 +20,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import register_topic
 
-from careledger.programs import builtin_programs
+from careledger.application.programs import builtin_programs
 from domain import interactions as di
 from domain.account import PatientAccount, entries_of
 from domain.program import Downgrade
@@ -156,6 +156,14 @@ def every_event_type() -> list[Any]:
             currency="GBP",
             prepaid_used=Decimal("10.00"),
         ),
+        di.Payment(
+            source="pos",
+            source_id="pay2",
+            occurred_at=at(3),
+            amount=Decimal("10.00"),
+            currency="GBP",
+            cashback_used=Decimal("1.50"),  # drawn from pay1's lot: (lot, amount) pairs
+        ),
     )
     wallets.maintain(at(400))  # the cashback expires
     # a coalition: lots and allocations that name their issuer, a redemption at a partner
@@ -186,7 +194,7 @@ def shaped(expected: Any, fact: Any) -> Any:
     """``expected`` (a domain value) cut to the fields the fact reads, like ``plain``."""
     if dataclasses.is_dataclass(expected) and isinstance(fact, dict):
         return {name: shaped(getattr(expected, name), fact[name]) for name in fact}
-    if isinstance(expected, list) and isinstance(fact, list) and len(expected) == len(fact):
+    if isinstance(expected, list | tuple) and isinstance(fact, list) and len(expected) == len(fact):
         return [shaped(e, f) for e, f in zip(expected, fact, strict=True)]
     return expected
 
@@ -197,7 +205,7 @@ def plain(value: Any) -> Any:
         return plain(value.value)
     if isinstance(value, msgspec.Struct):
         return {name: plain(getattr(value, name)) for name in value.__struct_fields__}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):  # (the store keeps tuples as JSON arrays)
         return [plain(item) for item in value]
     return value
 
