@@ -11,21 +11,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from careledger.programs import load_programs
+from careledger.application.programs import load_programs
 from careledger.settings import Settings
 from projections.database import connect
 from projections.runner import READ_MODELS as READ_MODELS_PROJECTION
 from projections.tables import (
     activity_days,
     balances,
+    membership_kpis_monthly,
     partner_liability,
     program_kpis_daily,
     projection_positions,
     retention_cohorts,
+    vouchers,
 )
 
 
@@ -87,9 +90,33 @@ class GoalDayBin:
 
 
 @dataclass(frozen=True)
+class RewardVouchers:
+    """The vouchers of one catalogue reward (or stamp card), by status."""
+
+    reward_id: str
+    issued: int  # every voucher issued, whatever became of it
+    used: int
+    expired: int
+    cancelled: int
+
+
+@dataclass(frozen=True)
+class MembershipMonth:
+    """A row of ``membership_kpis_monthly``."""
+
+    month: date
+    active: int
+    started: int
+    renewed: int
+    lapsed: int
+    revenue: Decimal
+
+
+@dataclass(frozen=True)
 class ProgramReport:
     """Everything the report shows for one program (partners only in a coalition, goal days
-    only in a program with an activity goal)."""
+    only in a program with an activity goal, rewards and memberships only where there are
+    vouchers or memberships)."""
 
     program_id: str
     cohorts: tuple[CohortCell, ...]
@@ -97,6 +124,8 @@ class ProgramReport:
     months: tuple[MonthPoints, ...]
     partners: tuple[PartnerLiability, ...] = ()
     goal_days: tuple[GoalDayBin, ...] = ()
+    rewards: tuple[RewardVouchers, ...] = ()
+    memberships: tuple[MembershipMonth, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,7 +189,35 @@ async def _program(
         await _months(conn, program_id),
         await _partners(conn, program_id),
         await _goal_days(conn, program_id),
+        await _rewards(conn, program_id),
+        await _memberships(conn, program_id),
     )
+
+
+async def _rewards(conn: AsyncConnection, program_id: str) -> tuple[RewardVouchers, ...]:
+    """The catalogue's redemptions: vouchers per reward, by what became of them."""
+    c = vouchers.c
+
+    def having(status: str) -> Any:
+        return func.count().filter(c.status == status)
+
+    query = (
+        select(c.reward_id, func.count(), having("used"), having("expired"), having("cancelled"))
+        .where(c.program_id == program_id)
+        .group_by(c.reward_id)
+        .order_by(c.reward_id)
+    )
+    return tuple(RewardVouchers(*row) for row in await conn.execute(query))
+
+
+async def _memberships(conn: AsyncConnection, program_id: str) -> tuple[MembershipMonth, ...]:
+    c = membership_kpis_monthly.c
+    query = (
+        select(c.month, c.active, c.started, c.renewed, c.lapsed, c.revenue)
+        .where(c.program_id == program_id)
+        .order_by(c.month)
+    )
+    return tuple(MembershipMonth(*row) for row in await conn.execute(query))
 
 
 async def _partners(conn: AsyncConnection, program_id: str) -> tuple[PartnerLiability, ...]:

@@ -13,7 +13,15 @@ import re
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from careledger.report.data import GoalDayBin, MonthPoints, PartnerLiability, ProgramReport, Report
+from careledger.report.data import (
+    GoalDayBin,
+    MembershipMonth,
+    MonthPoints,
+    PartnerLiability,
+    ProgramReport,
+    Report,
+    RewardVouchers,
+)
 from careledger.report.svg import PALETTE, Series, bar_chart, esc, grouped_bars, heatmap, line_chart
 
 TITLES = {
@@ -23,6 +31,8 @@ TITLES = {
     "liability": "Points liability at month end",
     "partners": "Liability by partner",
     "goal-days": "Goal days in the latest 30 days",
+    "rewards": "Redemptions per reward",
+    "memberships": "Paid memberships per month",
 }
 
 CSS = """
@@ -83,6 +93,8 @@ def _program(program: ProgramReport) -> str:
         + _liability(f"{slug}-liability", program.months)
         + (_partners(f"{slug}-partners", program.partners) if program.partners else "")
         + (_goal_days(f"{slug}-goal-days", program.goal_days) if program.goal_days else "")
+        + (_rewards(f"{slug}-rewards", program.rewards) if program.rewards else "")
+        + (_memberships(f"{slug}-memberships", program.memberships) if program.memberships else "")
         + "</section>"
     )
 
@@ -244,4 +256,50 @@ def _goal_days(chart_id: str, bins: Sequence[GoalDayBin]) -> str:
         "Patients by goal days in their latest 30 days",
         ["goal days", "patients"],
         rows,
+    )
+
+
+def _rewards(chart_id: str, rewards: Sequence[RewardVouchers]) -> str:
+    labels = [r.reward_id for r in rewards]
+    series = [
+        Series("issued", PALETTE[0], [r.issued for r in rewards]),
+        Series("used", PALETTE[1], [r.used for r in rewards]),
+        Series("expired", PALETTE[2], [r.expired for r in rewards]),
+        Series("cancelled", PALETTE[3], [r.cancelled for r in rewards]),
+    ]
+    chart = grouped_bars(chart_id, TITLES["rewards"], labels, series)
+    rows = [
+        f'<tr><th scope="row">{esc(r.reward_id)}</th>{_int(r.issued)}{_int(r.used)}'
+        f"{_int(r.expired)}{_int(r.cancelled)}</tr>"
+        for r in rewards
+    ]
+    note = (
+        "Vouchers issued per catalogue reward (and stamp card), and how many were used, "
+        "expired unused or cancelled with their redemption; the rest are still open."
+    )
+    head = ["reward", "issued", "used", "expired", "cancelled"]
+    return _figure("rewards", chart, note) + _table("rewards", "Vouchers per reward", head, rows)
+
+
+def _memberships(chart_id: str, months: Sequence[MembershipMonth]) -> str:
+    labels = [_month(m.month) for m in months]
+    series = [
+        Series("active", PALETTE[0], [m.active for m in months]),
+        Series("started", PALETTE[1], [m.started for m in months]),
+        Series("renewed", PALETTE[2], [m.renewed for m in months]),
+        Series("lapsed", PALETTE[3], [m.lapsed for m in months]),
+    ]
+    chart = grouped_bars(chart_id, TITLES["memberships"], labels, series)
+    rows = [
+        f'<tr><th scope="row">{esc(_month(m.month))}</th>{_int(m.active)}{_int(m.started)}'
+        f"{_int(m.renewed)}{_int(m.lapsed)}{_money(m.revenue)}</tr>"
+        for m in months
+    ]
+    note = (
+        "Memberships with a paid period in each calendar month (UTC; months already paid "
+        "ahead included), started, renewed and lapsed, and the revenue of starts and renewals."
+    )
+    head = ["month", "active", "started", "renewed", "lapsed", "revenue"]
+    return _figure("memberships", chart, note) + _table(
+        "memberships", "Memberships per month", head, rows
     )

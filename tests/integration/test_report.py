@@ -321,3 +321,66 @@ def test_liability_by_partner_and_the_goal_day_distribution(
     assert TITLES["goal-days"] in motion_page and TITLES["partners"] not in motion_page
     bins = [(r[0][0], int(r[1][1]["data-value"])) for r in Tables(motion_page).tables["goal-days"]]
     assert bins == [(str(n), 1 if n == 10 else 0) for n in range(11)]  # walt: 10 goal days
+
+
+def test_redemptions_per_reward_and_the_membership_kpis(database: Database, tmp_path: Path) -> None:
+    """membership-plus's vouchers per reward and its memberships per month, as the read
+    models say; a program without either shows neither."""
+    import asyncio
+
+    from projections.service import catch_up
+    from tests.integration.test_projections_support import (
+        DISCOUNTS,
+        PLUS,
+        PLUS_MAINTENANCE,
+        apply,
+        clinic_discounts,
+        ledger_for,
+        membership_plus,
+        settings_for,
+    )
+
+    ledger = ledger_for(database)
+    apply(ledger, [*membership_plus(), *clinic_discounts()])
+    ledger.maintain(PLUS, PLUS_MAINTENANCE)
+    asyncio.run(catch_up(settings_for(database)))
+    pages = {}
+    for program in (PLUS, DISCOUNTS):
+        out = tmp_path / f"{program}.html"
+        careledger(database, tmp_path, "report", "--html", str(out), "--program", program)
+        pages[program] = out.read_text(encoding="utf-8")
+
+    tables = Tables(pages[PLUS]).tables
+    rewards = [
+        (row[0][0], *(cell[1]["data-value"] for cell in row[1:])) for row in tables["rewards"]
+    ]
+    assert rewards == [("parking-pass", "3", "1", "1", "1")]  # r1 used, r2 expired, r3 cancelled
+    counted = query(
+        database,
+        "SELECT reward_id, count(*), sum(CASE WHEN status = 'used' THEN 1 ELSE 0 END) FROM vouchers"
+        f" WHERE program_id = '{PLUS}' GROUP BY reward_id",
+    )
+    assert [(r[0], str(r[1]), str(r[2])) for r in counted] == [rewards[0][:3]]
+    memberships = [
+        (row[0][0], *(cell[1]["data-value"] for cell in row[1:])) for row in tables["memberships"]
+    ]
+    kpis = query(
+        database,
+        "SELECT month, active, started, renewed, lapsed, revenue FROM membership_kpis_monthly"
+        f" WHERE program_id = '{PLUS}' ORDER BY month",
+    )
+    cents = Decimal("0.01")  # (SQLite hands the value back as a float)
+    assert memberships == [
+        (month(row[0]), *(str(v) for v in row[1:5]), str(Decimal(str(row[5])).quantize(cents)))
+        for row in kpis
+    ]
+    assert memberships[:3] == [
+        ("2026-01", "2", "2", "0", "0", "525.00"),
+        ("2026-02", "2", "0", "1", "0", "45.00"),
+        ("2026-03", "2", "0", "0", "1", "0.00"),
+    ]
+    assert TITLES["rewards"] in pages[PLUS] and TITLES["memberships"] in pages[PLUS]
+    # clinic-discounts: the stamp card's voucher, no memberships
+    discounts = Tables(pages[DISCOUNTS]).tables
+    assert [row[0][0] for row in discounts["rewards"]] == ["free-service"]
+    assert TITLES["memberships"] not in pages[DISCOUNTS]
