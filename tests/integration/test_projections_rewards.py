@@ -9,8 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from careledger.application.ledger import Ledger
+from projections.database import ReadModelsOutdated, connect
 from projections.runner import ProjectionOptions
 from projections.service import catch_up, rebuild
 from tests.conftest import Database
@@ -156,3 +158,29 @@ async def test_a_prepayment_after_the_latest_payment_moves_the_wallet_not_its_di
     await catch_up(settings)
     [wallet] = (await dump(settings))["wallets"]
     assert wallet[2:5] == (Decimal("0.20"), Decimal("495.00"), 10)
+
+
+REWARDS_TABLES = ("vouchers", "benefits", "memberships", "membership_kpis_monthly", "wallets")
+
+
+async def test_a_projection_of_the_previous_version_is_refused_until_rebuilt(
+    database: Database,
+) -> None:
+    """Read models built before the rewards tables existed: creating them empty beside an
+    applied projection would miss every voucher and membership so far."""
+    settings = settings_for(database)
+    rewards_history(ledger_for(database))
+    await catch_up(settings)
+    expected = await dump(settings)
+    engine = connect(settings.database_url, settings.database_schema)
+    try:
+        async with engine.begin() as conn:
+            for table in REWARDS_TABLES:
+                await conn.execute(text(f"DROP TABLE {table}"))
+    finally:
+        await engine.dispose()
+    with pytest.raises(ReadModelsOutdated, match=r"vouchers, benefits, .*projections rebuild"):
+        await catch_up(settings)
+    await rebuild(settings)
+    assert await catch_up(settings) == 0
+    assert await dump(settings) == expected
