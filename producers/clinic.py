@@ -1,8 +1,11 @@
 """A simulated clinic: its patients' valid v1 interactions, one day at a time, in time order.
 
 What the patients do is the program's traffic profile (``producers.profiles``): the clinic's
-own (``clinic-default``) by default, or a coalition's partner purchases and portal actions, or
-an activity program's step readings, with the same agenda and patient model.
+own (``clinic-default``) by default, or a coalition's partner purchases and portal actions, an
+activity program's step readings, a catalogue and paid memberships, or money wallets and a
+stamp card, with the same agenda and patient model. What the ledger would refuse outright (a
+voucher it never issued, a cancelled membership cancelled again, more than a wallet holds) is
+sent only when the patient's estimate (``producers.holdings``) makes it sure.
 
 Each patient acts through scheduled tasks (an agenda keyed by day) rather than by being
 visited every day: a visit schedules the next one after a random gap, a year plan schedules
@@ -26,8 +29,9 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from producers import habits as h
+from producers.holdings import Holdings, Membership, add_months
 from producers.patients import Patient, Points
-from producers.profiles import CLINIC_DEFAULT, Reward, Shelf, TrafficProfile, period_key
+from producers.profiles import CLINIC_DEFAULT, Plan, Reward, Shelf, TrafficProfile, period_key
 
 Event = dict[str, Any]
 _Action = Callable[[int, Patient, Any], None]
@@ -36,10 +40,13 @@ _Action = Callable[[int, Patient, Any], None]
 # tuples of bound methods: ints are invisible to the garbage collector, and millions of
 # short-lived tuples promoted to the oldest generation made full collections half the runtime.
 (_ENROL, _VISIT, _STEPS, _REDEEM, _REFER, _PLAN_YEAR, _ASSESS, _CHECKUP, _VOID, _CANCEL,
- _PURCHASE, _ENGAGE, _LATE_READINGS) = range(13)  # fmt: skip
-_ACTION_BITS: Final = 4
+ _PURCHASE, _ENGAGE, _LATE_READINGS, _MEMBERSHIP, _END_MEMBERSHIP, _USE_VOUCHER,
+ _PREPAY) = range(17)  # fmt: skip
+_ACTION_BITS: Final = 5
 _PATIENT_BITS: Final = 32
 _T = TypeVar("_T")
+_HOPEFUL: Final = 1.5  # a patient two thirds of the way to a reward's tier believes it holds it
+_WITH_POINTS: Final = 0.5  # catalogue requests that also state the price (the rest omit it)
 
 # "HH:MM:" and "SSZ" for every minute and second of a day: two lookups beat a 4-field format.
 _MINUTES: Final = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(24 * 60))
@@ -109,6 +116,10 @@ class Clinic:
             self._purchase,
             self._engage,
             self._late_readings,
+            self._membership,
+            self._end_membership,
+            self._use_voucher,
+            self._prepay,
         )
         self._today: list[tuple[int, int, bytes, str, str]] = []
         self._day = -1
@@ -118,6 +129,9 @@ class Clinic:
         self._outsiders = 0
         self._patients: list[Patient] = []
         self._future: list[Patient] = []  # late joiners, claimable as referees
+        # Today's payments (+1) and payment voids (-1) as (second, sequence, patient, delta):
+        # the stamp card is counted in the ledger's order, once the day's order is known.
+        self._stamp_book: list[tuple[int, int, Patient, int]] = []
         self._populate()
 
     def days(self) -> Iterator[list[tuple[bytes, str, str]]]:
@@ -137,6 +151,8 @@ class Clinic:
                 patient = patients[(entry >> _ACTION_BITS) & patient_mask]
                 actions[entry & action_mask](day, patient, args.pop(ticket) if ticket else None)
             self._today.sort()  # (second, sequence) is unique: the rest is never compared
+            if self._stamp_book:
+                self._settle_stamps(day)
             yield [(payload, subject, kind) for _, _, payload, subject, kind in self._today]
             self._today = []
 
@@ -151,6 +167,8 @@ class Clinic:
             if habit.wears_device:
                 patient.step_mean = rng.uniform(*habit.step_range)
             patient.pools = {partner: Points() for partner in self._profile.restricted_partners}
+            if self._profile.has_holdings:
+                patient.holdings = Holdings()
             self._patients.append(patient)
             self._schedule(join_day, _ENROL, patient)
             if late:
@@ -240,6 +258,9 @@ class Clinic:
         self._again(day, habit.purchases_per_month / 30, _PURCHASE, patient)
         self._again(day, habit.engagements_per_month / 30, _ENGAGE, patient)
         self._plan_year(day, patient, None)
+        self._again(day, habit.prepayments_per_year / 365, _PREPAY, patient)
+        if self._profile.memberships is not None and rng.random() < habit.buys_membership:
+            self._schedule(day + rng.randint(1, 30), _MEMBERSHIP, patient)
 
     def _someone_enrolled(self, besides: Patient) -> str | None:
         """An enrolled patient other than ``besides`` (who would be referring themselves)."""
@@ -260,6 +281,8 @@ class Clinic:
         if visit_type != "telehealth":
             data["location_id"] = rng.choice(h.LOCATIONS)
         visit_id = self._emit(second, patient, "visit.completed", h.EMR, data)
+        if not self._profile.pays_visits:
+            points = 0
         patient.earn(day, points)
         self._maybe_void(day, patient, h.EMR, visit_id, points, h.VISIT_VOID_REASONS)
         if rng.random() < habit.pays_after_visit:
@@ -267,8 +290,7 @@ class Clinic:
             cents = rng.randint(low, high)
             if rng.random() < 0.8:  # list prices are whole multiples of 5.00; co-pays are not
                 cents -= cents % 500
-            amount = {"amount": _money(cents), "currency": self._profile.currency}
-            paid = self._emit(second, patient, "payment.recorded", h.POS, amount)
+            paid = self._pay(day, second, patient, cents)
             self._maybe_void(day, patient, h.POS, paid, 0, h.PAYMENT_VOID_REASONS)
         if rng.random() < habit.reviews_after_visit:
             self._review(day, patient, second + rng.randint(3600, 6 * 3600))
@@ -286,13 +308,22 @@ class Clinic:
         if self._rng.random() < self._profile.void_share:
             arg = (source, event_id, points, self._rng.choice(reasons))
             self._schedule(day + self._rng.randint(1, 5), _VOID, patient, arg)
+            if patient.holdings is not None:  # take it back now: a void may come before a
+                self._take_back(day, patient, points)  # redemption of its day in time order
+                patient.holdings.qualifying.debt += points
 
     def _void(self, day: int, patient: Patient, arg: tuple[str, str, int, str]) -> None:
         source, voided_id, points, reason = arg
         data = {"voided_id": voided_id, "voided_source": source, "reason": reason}
         self._emit(self._second(8, 19), patient, "interaction.voided", source, data)
-        # The ledger takes back what was earned, tier multiplier included: assume the most,
-        # and from every pool (once the voided lot is spent it takes from any).
+        if source == h.POS and self._profile.stamps is not None:
+            self._stamp_book.append((*self._today[-1][:2], patient, -1))
+        if patient.holdings is None:  # with holdings it was taken back when scheduled
+            self._take_back(day, patient, points)
+
+    def _take_back(self, day: int, patient: Patient, points: int) -> None:
+        """The ledger takes back what was earned, tier multiplier included: assume the most,
+        and from every pool (once the voided lot is spent it takes from any)."""
         for pool in patient.every_pool():
             pool.spend(day, int(points * self._profile.max_multiplier))
 
@@ -302,7 +333,7 @@ class Clinic:
         if channel is not None:
             data["channel"] = channel
         self._emit(second, patient, "review.submitted", h.PORTAL, data)
-        if day - patient.review_day >= h.REVIEW_COOLDOWN_DAYS:
+        if day - patient.review_day >= self._profile.review_cooldown_days:
             patient.review_day = day
             patient.earn(day, h.REVIEW_POINTS)
 
@@ -401,6 +432,9 @@ class Clinic:
         if self._profile.misplaced_share and rng.random() < self._profile.misplaced_share:
             self._misplaced(day, patient)
             return
+        if self._profile.catalogue:
+            self._redeem_catalogue(day, patient)
+            return
         rewards = self._profile.rewards
         if rng.random() < h.OVERREACH:  # asks for the cheapest reward it cannot afford
             choices = [r for r in rewards if r.points > self._budget(day, patient, r)][:1]
@@ -497,6 +531,178 @@ class Clinic:
             if not candidate.enrolled and candidate.join_day > day + 10:
                 return candidate
         return None
+
+    # -- the rewards side: payments from wallets, stamps, catalogue, memberships -------------
+
+    def _pay(self, day: int, second: int, patient: Patient, cents: int) -> str:
+        """A payment of ``cents``: in a program with wallets, part of it may come from the
+        prepaid and the cashback wallets (never more than they surely hold)."""
+        data: Event = {"amount": _money(cents), "currency": self._profile.currency}
+        wallets, holdings = self._profile.wallets, patient.holdings
+        if wallets is not None and holdings is not None:
+            rng, card = self._rng, cents
+            prepaid = min(holdings.prepaid_on(day), card - 100)  # a pound or more by card
+            prepaid = prepaid if prepaid > 0 and rng.random() < wallets.prepaid_use else 0
+            card -= prepaid
+            cashback = min(holdings.cashback_on(day, wallets.cashback_days), card - 100)
+            cashback = cashback if cashback >= 100 and rng.random() < wallets.cashback_use else 0
+            card -= cashback
+            data["amount"] = _money(card)
+            if cashback:
+                data["cashback_used"] = _money(cashback)
+                holdings.draw_cashback(cashback)
+            if prepaid:
+                data["prepaid_used"] = _money(prepaid)
+                holdings.draw_prepaid(prepaid)
+            holdings.earn_cashback(day, card * wallets.cashback_percent // 100)  # down to 1p
+        paid = self._emit(second, patient, "payment.recorded", h.POS, data)
+        if self._profile.stamps is not None:
+            self._stamp_book.append((*self._today[-1][:2], patient, 1))
+        return paid
+
+    def _settle_stamps(self, day: int) -> None:
+        """Count today's payments and payment voids in time order, as the ledger will; a
+        voucher a payment unlocks is used later (or never, and expires)."""
+        stamps = self._profile.stamps
+        assert stamps is not None
+        for _, _, patient, delta in sorted(self._stamp_book, key=lambda entry: entry[:2]):
+            assert patient.holdings is not None
+            number = patient.holdings.stamps.count(delta, stamps.every)
+            if number is not None and self._rng.random() < stamps.use:
+                voucher = f"{stamps.reward_id}:{number}"
+                use_day = day + self._rng.randint(*stamps.use_days)
+                self._schedule(use_day, _USE_VOUCHER, patient, voucher)
+        self._stamp_book = []
+
+    def _prepay(self, day: int, patient: Patient, _: Any) -> None:
+        wallets, holdings = self._profile.wallets, patient.holdings
+        if day >= patient.churn_day or wallets is None or holdings is None:
+            return
+        rng = self._rng
+        self._again(day, patient.habit.prepayments_per_year / 365, _PREPAY, patient)
+        low, high = wallets.prepayment_cents
+        cents = rng.randint(low // 5_000, high // 5_000) * 5_000  # in steps of 50.00
+        data = {
+            "prepayment_id": f"pre-{self._seed}-{self._seq + 1}",
+            "amount": _money(cents),
+            "currency": self._profile.currency,
+        }
+        self._emit(self._second(8, 19), patient, "prepayment.recorded", h.POS, data)
+        holdings.prepay(day, cents)
+
+    def _redeem_catalogue(self, day: int, patient: Patient) -> None:
+        """A session at the catalogue: one reward the patient believes it can have, asked for
+        once or, for a course of visits, a few times."""
+        rng, holdings = self._rng, patient.holdings
+        assert holdings is not None
+        rewards, available = self._profile.rewards, patient.available(day)
+        if rng.random() < h.OVERREACH:  # asks for the cheapest reward it cannot afford
+            choices = [r for r in rewards if r.points > available][:1]
+        else:  # what it fancies among the rewards of its tier; it saves up for a dear one
+            hoped = holdings.qualifying.available(day) * _HOPEFUL
+            choices = [r for r in rewards if hoped >= r.min_qualifying]
+        if not choices:
+            return
+        reward: Reward = _Picker([(r, r.weight) for r in choices]).pick(rng)
+        if reward.points > available * h.SPEND_SHARE:
+            return
+        second = self._second(7, 22)
+        for _ in range(1 + self._count(reward.burst)):
+            self._ask(day, second, patient, reward)
+            second += rng.randint(20, 600)
+
+    def _ask(self, day: int, second: int, patient: Patient, reward: Reward) -> None:
+        """Request ``reward``; if it surely goes through, use its voucher later, cancel it, or
+        let it expire. The ledger refuses some as a business outcome (tier, limit, points)."""
+        rng, holdings = self._rng, patient.holdings
+        assert holdings is not None
+        counter, month = f"{reward.reward_id}/month", period_key("month", self._iso_day)
+        within_limit = not reward.per_month or patient.used(counter, month) < reward.per_month
+        patient.use(counter, month, 1)  # every request: an upper bound of those accepted
+        surely_held = patient.available(day) - holdings.earned_today(day)
+        sure = (
+            within_limit
+            and reward.points <= surely_held * h.SURE_SHARE
+            and holdings.qualifying_before(day) >= reward.min_qualifying
+        )
+        redemption_id = f"rdm-{self._seed}-{self._seq + 1}"
+        data: Event = {"redemption_id": redemption_id, "reward_id": reward.reward_id}
+        if rng.random() < _WITH_POINTS:
+            data["points"] = reward.points
+        self._emit(second, patient, "redemption.requested", h.PORTAL, data)
+        patient.spend(day, min(reward.points, max(0, patient.available(day))))
+        if sure:
+            fate = rng.random()
+            if fate < self._profile.voucher_use:
+                use_day = day + rng.randint(*self._profile.voucher_use_days)
+                self._schedule(use_day, _USE_VOUCHER, patient, redemption_id)
+            elif fate < self._profile.voucher_use + h.CANCEL_SHARE:
+                self._schedule(day + rng.randint(1, 10), _CANCEL, patient, redemption_id)
+
+    def _use_voucher(self, day: int, patient: Patient, voucher_id: str) -> None:
+        if day >= patient.churn_day:
+            return  # gone: the voucher expires unused
+        data = {"redemption_id": voucher_id, "location_id": self._rng.choice(h.LOCATIONS)}
+        self._emit(self._second(8, 18), patient, "reward.used", h.POS, data)
+
+    def _membership(self, day: int, patient: Patient, _: Any) -> None:
+        """Buy a membership: renew the active one, or start one when none can be active."""
+        spec, holdings = self._profile.memberships, patient.holdings
+        if day >= patient.churn_day or spec is None or holdings is None:
+            return
+        current = holdings.membership
+        if current is not None and current.active_on(day) and not current.cancelled:
+            plan = next(p for p in spec.plans if p.plan_id == current.plan_id)
+            current.paid_through = self._months_after(current.paid_through, plan.months)
+            membership = current
+        elif current is None or day > current.paid_through:
+            plan = _Picker([(p, p.weight) for p in spec.plans]).pick(self._rng)
+            membership_id = f"mbr-{self._seed}-{self._seq + 1}"
+            end = self._months_after(day, plan.months)
+            membership = Membership(membership_id, plan.plan_id, day, end, plan.multiplier)
+            holdings.membership = membership
+        else:
+            return  # its last day or cancelled: whether it is still active is unclear
+        data = {
+            "membership_id": membership.membership_id,
+            "plan_id": plan.plan_id,
+            "amount": _money(plan.cents),
+            "currency": self._profile.currency,
+        }
+        self._emit(self._second(8, 20), patient, "membership.purchased", h.POS, data)
+        self._next_term(day, patient, membership, plan)
+
+    def _next_term(self, day: int, patient: Patient, membership: Membership, plan: Plan) -> None:
+        """Decide now how this term ends: cancelled during it, renewed before it ends, or
+        lapsed (and maybe bought again some weeks later)."""
+        spec, rng = self._profile.memberships, self._rng
+        assert spec is not None
+        last = membership.paid_through - 1  # the last day surely inside the term
+        fate = rng.random()
+        if fate < spec.cancel and last > day:
+            self._schedule(rng.randint(day + 1, last), _END_MEMBERSHIP, patient)
+        elif fate < spec.cancel + spec.renew and last > day:
+            renew_day = max(day + 1, membership.paid_through - rng.randint(1, 5))
+            self._schedule(renew_day, _MEMBERSHIP, patient)
+        elif rng.random() < spec.rejoin:
+            self._schedule(membership.paid_through + rng.randint(5, 60), _MEMBERSHIP, patient)
+
+    def _end_membership(self, day: int, patient: Patient, _: Any) -> None:
+        holdings = patient.holdings
+        assert holdings is not None and self._profile.memberships is not None
+        membership = holdings.membership
+        if membership is None or membership.cancelled or not membership.start < day:
+            return
+        if not membership.active_on(day):
+            return
+        membership.cancelled = True
+        data = {"membership_id": membership.membership_id}
+        self._emit(self._second(7, 23), patient, "membership.cancelled", h.PORTAL, data)
+        if self._rng.random() < self._profile.memberships.rejoin:
+            self._schedule(membership.paid_through + self._rng.randint(5, 60), _MEMBERSHIP, patient)
+
+    def _months_after(self, day: int, months: int) -> int:
+        return self._index(add_months(self._start + timedelta(days=day), months))
 
     # -- the year's preventive care ----------------------------------------------------------
 

@@ -46,6 +46,10 @@ class Habit:
     engagements_per_month: float = 0.0
     step_range: tuple[int, int] = (3_500, 12_500)
     step_spread: float = 0.35
+    # The rewards side (membership and wallet programs): the chance of buying a membership
+    # soon after enrolling, and prepayments into the prepaid wallet per year.
+    buys_membership: float = 0.0
+    prepayments_per_year: float = 0.0
 
 
 HABITS: Final[tuple[Habit, ...]] = (

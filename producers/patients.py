@@ -8,14 +8,18 @@ take back the most a tier multiplier could have added.
 
 In a coalition, points a partner restricts to redemption at itself are kept in a pool of their
 own (``pools``), and capped rules are estimated with the patient's ``uses`` of each counter.
+A program with a rewards side also keeps the patient's ``holdings`` (``producers.holdings``).
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from producers.habits import Habit
+
+if TYPE_CHECKING:
+    from producers.holdings import Holdings
 
 NEVER: Final = sys.maxsize
 _BUCKET_DAYS: Final = 30
@@ -68,6 +72,7 @@ class Patient(Points):
         "device",
         "enrolled",
         "habit",
+        "holdings",
         "index",
         "join_day",
         "late",
@@ -97,6 +102,16 @@ class Patient(Points):
         # partner -> the points it issued that are spendable only there (a coalition's sub-ledger)
         self.pools: dict[str, Points] = {}
         self.uses: dict[str, tuple[str, int]] = {}  # counter -> (its current period, awards)
+        self.holdings: Holdings | None = None  # memberships, wallets, stamps (some programs)
+
+    def earn(self, day: int, points: int) -> None:
+        """Add base ``points``; an active membership's multiplier applies in the balance."""
+        holdings = self.holdings
+        if holdings is not None:
+            credited = points * holdings.multiplier_on(day)
+            holdings.earned(day, points, credited)
+            points = credited
+        super().earn(day, points)
 
     def used(self, counter: str, period: str) -> int:
         """What ``counter`` has used in ``period`` (a key such as ``2026-03``)."""

@@ -18,15 +18,80 @@ from producers import habits as h
 from producers.habits import Habit, Population
 from schemas.v1 import DEFAULT_PROGRAM_ID
 
-__all__ = ["PROFILES", "Action", "Reward", "Shelf", "TrafficProfile", "Wearables", "period_key"]
+__all__ = [
+    "PROFILES",
+    "Action",
+    "Memberships",
+    "Plan",
+    "Reward",
+    "Shelf",
+    "Stamps",
+    "TrafficProfile",
+    "Wallets",
+    "Wearables",
+    "period_key",
+]
 
 
 class Reward(NamedTuple):
-    """A free-form reward: its id, its points, and where it is redeemed (None: the home)."""
+    """A reward: its id, its points, and where it is redeemed (None: the home). In a
+    catalogue, also the base qualifying points of its minimum tier, its limit per calendar
+    month (0: none), how often it is picked, and the further requests of a session (a course
+    of treatment books a parking pass for each visit)."""
 
     reward_id: str
     points: int
     partner_id: str | None = None
+    min_qualifying: int = 0
+    per_month: int = 0
+    weight: float = 1.0
+    burst: float = 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A paid membership plan: its price, its term in months, its share of the purchases and
+    its earning multiplier (whole: the estimate stays in whole points)."""
+
+    plan_id: str
+    cents: int
+    months: int
+    weight: float
+    multiplier: int = 1
+
+
+@dataclass(frozen=True)
+class Memberships:
+    """How members behave at each term's end: renew (buy again while active), cancel during
+    the term (it runs out), or let it lapse; some who lapsed or cancelled buy again later."""
+
+    plans: tuple[Plan, ...]
+    renew: float
+    cancel: float
+    rejoin: float
+
+
+@dataclass(frozen=True)
+class Wallets:
+    """The money wallets: cashback percent of each payment and its lifetime, the chance a
+    payment draws on either wallet, and the range of a prepayment (cents)."""
+
+    cashback_percent: int
+    cashback_days: int
+    cashback_use: float
+    prepaid_use: float
+    prepayment_cents: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Stamps:
+    """Every ``every``-th payment issues voucher ``<reward_id>:<n>``; ``use`` of them is used
+    within ``use_days``."""
+
+    every: int
+    reward_id: str
+    use: float
+    use_days: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -90,6 +155,26 @@ class TrafficProfile:
     other_vaccines_per_year: float = h.OTHER_VACCINES_PER_YEAR
     void_share: float = h.VOID_SHARE
     max_multiplier: float = h.MAX_TIER_MULTIPLIER  # a void takes back up to this times the base
+    pays_visits: bool = True  # visits earn their base points
+    review_cooldown_days: int = h.REVIEW_COOLDOWN_DAYS  # days between paid reviews (estimate)
+    # The rewards side: redemptions name a catalogue reward (the ledger knows its price) and
+    # ``voucher_use`` of the vouchers surely issued are used within ``voucher_use_days``.
+    catalogue: bool = False
+    voucher_use: float = 0.0
+    voucher_use_days: tuple[int, int] = (1, 60)
+    memberships: Memberships | None = None
+    wallets: Wallets | None = None
+    stamps: Stamps | None = None
+
+    @property
+    def has_holdings(self) -> bool:
+        """Whether its patients need a rewards side estimate (``producers.holdings``)."""
+        return (
+            self.catalogue
+            or self.memberships is not None
+            or self.wallets is not None
+            or (self.stamps is not None)
+        )
 
     @property
     def wire_programid(self) -> str | None:
@@ -244,6 +329,90 @@ ACTIVITY_MOTION: Final = TrafficProfile(
     other_vaccines_per_year=0.0,
 )
 
+# -- membership-plus: a catalogue, tier privileges and paid memberships -----------------------
+
+# Clinic patients without reviews, referrals or assessments (the program pays none of them):
+# visits, co-pays and the year's checkups; some buy a membership soon after enrolling. The
+# chronic patients visit weekly or more and redeem parking passes in courses of treatment.
+_MEMBER_HABITS: Final = (
+    Habit("chronic", 0.15, 5.0, 0.6, 0.0, 0.0, 10.0, 0.0, 0.9, 0.8, 1.0, 2.0,
+          buys_membership=0.6),
+    Habit("loyal", 0.25, 2.0, 0.75, 0.0, 0.0, 5.0, 0.0, 0.9, 0.7, 0.5, 2.0, buys_membership=0.35),
+    Habit("occasional", 0.40, 0.6, 0.7, 0.0, 0.0, 1.0, 0.0, 0.4, 0.35, 0.2, 0.8,
+          buys_membership=0.08),
+    Habit("churning", 0.20, 1.2, 0.75, 0.0, 0.0, 1.0, 0.0, 0.5, 0.3, 0.2, 1.0, churns=True,
+          buys_membership=0.1),
+)  # fmt: skip
+
+MEMBERSHIP_PLUS: Final = TrafficProfile(
+    "membership-plus",
+    {
+        "default": Population(_MEMBER_HABITS, churn_after_days=30, churn_mean_days=75.0),
+        "heavy": _heavy(_MEMBER_HABITS[1], _MEMBER_HABITS[3]),
+    },
+    tag="mp",
+    rewards=(  # the catalogue; min_qualifying: plus 1500, premier 4000 (base points)
+        Reward("parking-pass", 300, per_month=4, weight=0.4, burst=1.5),
+        Reward("gym-discount", 1500, weight=0.15),
+        Reward("charity-donation", 1000, weight=0.2),
+        Reward("free-checkup", 2000, min_qualifying=1500, weight=0.15),
+        Reward("wellness-workshop", 500, min_qualifying=4000, weight=0.1),
+    ),
+    catalogue=True,
+    voucher_use=0.6,  # of the vouchers surely issued; some are cancelled, the rest expire
+    memberships=Memberships(
+        (Plan("annual", 48_000, 12, 0.3, 2), Plan("monthly", 4_500, 1, 0.7, 2)),
+        renew=0.7,
+        cancel=0.12,
+        rejoin=0.3,
+    ),
+    word_of_mouth=0.0,  # referrals are off
+    max_multiplier=3.0,  # premier x1.50 times a membership's x2.00
+)
+
+# -- clinic-discounts: a private clinic's discounts, stamp card, cashback and prepayments ----
+
+# Patients pay for every visit (GBP), review now and then (the only points), and some pay in
+# advance. Preventive care is not part of this clinic's offer.
+_DISCOUNT_HABITS: Final = (
+    Habit("regular", 0.30, 1.5, 0.95, 0.25, 0.0, 2.0, *(0.0,) * 5, prepayments_per_year=3.0),
+    Habit("prepaying", 0.20, 1.0, 0.95, 0.15, 0.0, 0.5, *(0.0,) * 5, prepayments_per_year=5.0),
+    Habit("occasional", 0.35, 0.5, 0.9, 0.10, 0.0, 0.3, *(0.0,) * 5, prepayments_per_year=0.3),
+    Habit("churning", 0.15, 1.0, 0.9, 0.15, 0.0, 0.3, *(0.0,) * 5, churns=True,
+          prepayments_per_year=0.5),
+)  # fmt: skip
+
+CLINIC_DISCOUNTS: Final = TrafficProfile(
+    "clinic-discounts",
+    {
+        "default": Population(_DISCOUNT_HABITS, churn_after_days=30, churn_mean_days=75.0),
+        "heavy": _heavy(_DISCOUNT_HABITS[0], _DISCOUNT_HABITS[3]),
+    },
+    currency="GBP",
+    tag="cd",
+    rewards=(Reward("parking-pass", 100), Reward("gift-card-10", 500)),
+    pays_visits=False,  # only reviews earn points
+    review_cooldown_days=31,  # the rule's 30 rolling days, with a day to spare
+    wallets=Wallets(
+        cashback_percent=2,
+        cashback_days=180,
+        cashback_use=0.35,
+        prepaid_use=0.8,
+        prepayment_cents=(10_000, 60_000),
+    ),
+    stamps=Stamps(5, "free-service", use=0.7, use_days=(7, 120)),
+    word_of_mouth=0.0,
+    other_vaccines_per_year=0.0,
+    max_multiplier=1.0,
+)
+
 PROFILES: Final[Mapping[str, TrafficProfile]] = {
-    profile.program_id: profile for profile in (CLINIC_DEFAULT, COALITION_HEALTH, ACTIVITY_MOTION)
+    profile.program_id: profile
+    for profile in (
+        CLINIC_DEFAULT,
+        COALITION_HEALTH,
+        ACTIVITY_MOTION,
+        MEMBERSHIP_PLUS,
+        CLINIC_DISCOUNTS,
+    )
 }
