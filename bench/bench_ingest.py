@@ -42,9 +42,9 @@ import asyncpg
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from careledger.adapters.broker import EmbeddedBroker
+from careledger.application.ledger import Inbound
 from careledger.bootstrap import build_ledger
-from careledger.broker import EmbeddedBroker
-from careledger.ledger import Inbound
 from careledger.settings import Settings
 from producers.admin import ensure_topic
 from producers.simulator import simulate

@@ -33,9 +33,9 @@ from typing import Any
 
 import psycopg
 
+from careledger.application.ledger import Inbound, Ledger
 from careledger.bootstrap import build_ledger
 from careledger.cli import tune_garbage_collector
-from careledger.ledger import Inbound, Ledger
 from careledger.settings import Settings
 from projections.runner import REBUILD_WORKERS
 from tests.integration.test_projections_scale import (

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from careledger.ledger import Ledger
-from careledger.programs import load_programs
+from careledger.adapters.store import open_store
+from careledger.application.ledger import Ledger
+from careledger.application.programs import load_programs
 from careledger.settings import Settings
-from careledger.store import open_store
 
 
 def configure_logging(settings: Settings) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from careledger.ledger import Ledger
+from careledger.application.ledger import Ledger
 
 log = logging.getLogger(__name__)
 

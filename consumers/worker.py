@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from eventsourcing.persistence import Tracking
 
-from careledger.ledger import REJECTED, Batch, Inbound, Ledger, PositionConflict, Result
+from careledger.application.ledger import REJECTED, Batch, Inbound, Ledger, PositionConflict, Result
 from consumers.metrics import WorkerMetrics
 from consumers.schedule import MaintenanceSchedule
 from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC

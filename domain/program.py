@@ -1,10 +1,10 @@
 """A loyalty program as plain values: versions of rules, tiers and mechanics.
 
 The program is data: each shipped program is a file in ``domain/programs/`` validated and
-compiled once when loaded (``careledger.programs``). A program holds versions, each in force
-from its ``effective_from`` instant; an interaction is decided by the version in force at its
-event time, and every ledger entry records that version, so an auditor can tell which rules
-paid which points.
+compiled once when loaded (``careledger.application.programs``). A program holds versions,
+each in force from its ``effective_from`` instant; an interaction is decided by the version in
+force at its event time, and every ledger entry records that version, so an auditor can tell
+which rules paid which points.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from eventsourcing.persistence import IntegrityError, Notification, StoredEvent,
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from psycopg.sql import SQL, Identifier
 
-from careledger.store import LedgerStore, PostgresLedgerRecorder, SQLiteLedgerRecorder
+from careledger.adapters.store import LedgerStore, PostgresLedgerRecorder, SQLiteLedgerRecorder
 from domain.account import PatientAccount
 from domain.program import Program
 from producers.feed_messages import FEED_TOPICS, Holder, Outbound, messages_of

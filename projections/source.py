@@ -19,7 +19,7 @@ from eventsourcing.persistence import Mapper
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from careledger.store import LedgerStore
+from careledger.adapters.store import LedgerStore
 from projections.database import asyncpg_connection
 from projections.stored import Recorded, StoredReader
 

@@ -2,9 +2,9 @@
 
 A program file (YAML, or JSON, which YAML reads too) holds a program's identity and calendar
 and its versions, each complete and in force from ``effective_from``. These pydantic models
-check the file's structure; ``careledger.programs`` checks what structure cannot (ascending
-thresholds, known fields, conditions that compile) and compiles it for the ledger. The JSON
-Schema under ``schemas/json/program.schema.json`` is generated from these models.
+check the file's structure; ``careledger.application.programs`` checks what structure cannot
+(ascending thresholds, known fields, conditions that compile) and compiles it for the ledger.
+The JSON Schema under ``schemas/json/program.schema.json`` is generated from these models.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import RecordMetadata
 
-from careledger.broker import EmbeddedBroker
+from careledger.adapters.broker import EmbeddedBroker
 
 __all__ = ["create_topic", "end_offsets", "kafka_broker", "produce_json", "unique_name"]
 

@@ -32,8 +32,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import text
 
-from careledger import prometheus_server as prom
-from careledger.broker import EmbeddedBroker
+from careledger.adapters import prometheus_server as prom
+from careledger.adapters.broker import EmbeddedBroker
 from careledger.commands.demo_summary import DemoSummary, Retention12m, render
 from careledger.commands.feed_commands import follow as follow_feed
 from careledger.commands.feed_commands import open_feed

@@ -13,9 +13,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from careledger.programs import load_programs
+from careledger.adapters.store import open_store
+from careledger.application.programs import load_programs
 from careledger.settings import Settings
-from careledger.store import open_store
 from consumers.worker import install_signal_handlers
 from producers.admin import ensure_topic
 from producers.feed import FeedMetrics, FeedOptions, LedgerFeed

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import SecretStr
 
-from careledger.programs import load_programs
+from careledger.application.programs import load_programs
 from careledger.settings import Settings
 from consumers.fhir_gateway import FhirGateway
 from consumers.fhir_metrics import GatewayMetrics

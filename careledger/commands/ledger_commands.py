@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from careledger.application.ledger import DUPLICATE, REJECTED, Inbound, Ledger, Result
+from careledger.application.queries import dead_letters
 from careledger.bootstrap import build_ledger
-from careledger.ledger import DUPLICATE, REJECTED, Inbound, Ledger, Result
-from careledger.queries import dead_letters
-from careledger.rendering import to_json
+from careledger.commands.rendering import to_json
 from careledger.settings import Settings
 from domain.program import Program
 from schemas.v1 import DEFAULT_PROGRAM_ID

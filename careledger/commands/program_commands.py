@@ -19,9 +19,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from careledger.application.programs import (
+    ProgramFileError,
+    compile_program,
+    program_files,
+    read_file,
+)
 from careledger.bootstrap import build_ledger
-from careledger.programs import ProgramFileError, compile_program, program_files, read_file
-from careledger.rendering import to_json
+from careledger.commands.rendering import to_json
 from careledger.settings import Settings
 from domain.account import PatientAccount
 from domain.entries import entries_of
@@ -385,6 +390,8 @@ def _facts(event: Any) -> dict[str, Any]:
             continue
         if field.name == "voided_key":  # (source, id) joined by the unit separator
             facts["voided_source"], _, facts["voided_id"] = str(value).partition("\x1f")
+        elif value is None and field.default is None:
+            continue  # an optional fact this event did not have (a wallet in a points program)
         elif value is None or isinstance(value, _SCALARS):
             facts[field.name] = value
     return facts

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from careledger.programs import load_programs
+from careledger.application.programs import load_programs
 from careledger.settings import Settings
 from domain.program import Program
 from projections.rebuilding import replay_processes

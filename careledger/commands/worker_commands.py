@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from careledger.adapters.broker import run_foreground
 from careledger.bootstrap import build_ledger
-from careledger.broker import run_foreground
 from careledger.settings import Settings
 from consumers.metrics import WorkerMetrics
 from consumers.schedule import MaintenanceSchedule

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from careledger.adapters.broker import EmbeddedBroker
+from careledger.application.ledger import Inbound
 from careledger.bootstrap import build_ledger
-from careledger.broker import EmbeddedBroker
-from careledger.ledger import Inbound
 from careledger.settings import Settings
 from producers.feed import FEED_POSITION
 from producers.feed_messages import FACT_EVENTS, Holder, messages_of

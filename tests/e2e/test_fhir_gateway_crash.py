@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from careledger.broker import EmbeddedBroker
+from careledger.adapters.broker import EmbeddedBroker
 from producers.fhir.mapping import Mapped
 from producers.topics import FHIR_DLQ_TOPIC, FHIR_TOPIC, INTERACTIONS_TOPIC
 from tests.fhir_support import KEY, SOURCE, raw, resource, translator

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from careledger.programs import read_file
+from careledger.application.programs import read_file
 from tests.conftest import Database
 from tests.events import cloudevent, jsonl
 

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from careledger import prometheus_server as prom
+from careledger.adapters import prometheus_server as prom
 
 pytestmark = pytest.mark.e2e
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from careledger.broker import EmbeddedBroker
-from careledger.ledger import Ledger
+from careledger.adapters.broker import EmbeddedBroker
+from careledger.application.ledger import Ledger
 from producers.admin import ensure_topic
 from producers.topics import INTERACTIONS_TOPIC
 from tests.conftest import Database

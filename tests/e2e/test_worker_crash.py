@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from careledger.adapters.broker import EmbeddedBroker
+from careledger.application.ledger import Inbound
 from careledger.bootstrap import build_ledger
-from careledger.broker import EmbeddedBroker
-from careledger.ledger import Inbound
 from careledger.settings import Settings
 from producers.topics import INTERACTIONS_TOPIC
 from tests.conftest import Database

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from careledger.broker import EmbeddedBroker
+from careledger.adapters.broker import EmbeddedBroker
 from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.events import cloudevent

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from careledger.broker import EmbeddedBroker
-from careledger.ledger import REJECTED
+from careledger.adapters.broker import EmbeddedBroker
+from careledger.application.ledger import REJECTED
 from producers.topics import INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.integration.test_worker_support import (

@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from careledger.broker import BrokerStartError, EmbeddedBroker
+from careledger.adapters.broker import BrokerStartError, EmbeddedBroker
 from tests.kafka_support import create_topic, produce_json, unique_name
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from careledger.adapters.broker import EmbeddedBroker
+from careledger.application.ledger import Inbound
 from careledger.bootstrap import build_ledger
-from careledger.broker import EmbeddedBroker
-from careledger.ledger import Inbound
 from careledger.settings import Settings
 from producers.feed import FEED_POSITION, FeedOptions
 from schemas.ledger_v1 import LEDGER_SOURCE, LedgerEventV1, schema_url

@@ -16,8 +16,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter
 
+from careledger.application.ledger import REJECTED, Inbound, Ledger
 from careledger.bootstrap import build_ledger
-from careledger.ledger import REJECTED, Inbound, Ledger
 from careledger.settings import Settings
 from producers.feed import FeedMetrics, FeedOptions, LedgerFeed
 from schemas.ledger_v1 import LedgerEventV1

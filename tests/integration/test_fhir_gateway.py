@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from careledger.adapters.broker import EmbeddedBroker
 from careledger.bootstrap import build_ledger
-from careledger.broker import EmbeddedBroker
 from careledger.settings import Settings
 from consumers.fhir_gateway import FhirGateway
 from consumers.fhir_metrics import GatewayMetrics

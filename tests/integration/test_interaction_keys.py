@@ -18,11 +18,11 @@ import pytest
 from eventsourcing.persistence import Tracking
 from psycopg import errors
 
+from careledger.adapters.store import sqlite_path
+from careledger.application.ledger import DUPLICATE, REJECTED, Inbound, Ledger, Result
+from careledger.application.queries import dead_letters
 from careledger.bootstrap import build_ledger
-from careledger.ledger import DUPLICATE, REJECTED, Inbound, Ledger, Result
-from careledger.queries import dead_letters
 from careledger.settings import Settings
-from careledger.store import sqlite_path
 from domain.account import ACCEPTED
 from projections.service import catch_up
 from tests.conftest import PG_URL, Database

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from eventsourcing.persistence import Tracking
 
+from careledger.application.ledger import Inbound, Ledger, PositionConflict
 from careledger.bootstrap import build_ledger
-from careledger.ledger import Inbound, Ledger, PositionConflict
 from careledger.settings import Settings
 from tests.conftest import Database
 from tests.events import cloudevent
@@ -135,7 +135,7 @@ def test_referral_relay_pays_once_across_accounts(database: Database) -> None:
 def test_processes_opening_a_fresh_store_together_all_succeed(pg_database: Database) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from careledger.store import open_store
+    from careledger.adapters.store import open_store
 
     with ThreadPoolExecutor(6) as pool:
         stores = list(pool.map(lambda _: open_store(pg_database.url, pg_database.schema), range(6)))

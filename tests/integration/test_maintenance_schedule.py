@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from careledger.application.ledger import Inbound
 from careledger.bootstrap import build_ledger
-from careledger.ledger import Inbound
 from careledger.settings import Settings
 from consumers.schedule import MaintenanceSchedule
 from tests.conftest import Database
@@ -30,6 +30,7 @@ def test_schedule_picks_the_last_closed_local_day() -> None:
 
 
 def test_each_program_closes_in_its_own_time_zone() -> None:
+    from careledger.application.programs import builtin_programs
     from careledger.commands.worker_commands import build_worker
     from careledger.settings import Settings
 
@@ -42,12 +43,15 @@ def test_each_program_closes_in_its_own_time_zone() -> None:
     from prometheus_client import CollectorRegistry
 
     own = build_worker(Settings(database_url="sqlite:///:memory:"), CollectorRegistry())
-    assert own.schedule is not None and own.schedule.zones == {"clinic-default": ZoneInfo("UTC")}
+    shipped = builtin_programs()
+    assert own.schedule is not None
+    assert own.schedule.zones == {pid: p.timezone for pid, p in shipped.items()}
+    assert own.schedule.zones["clinic-discounts"] == ZoneInfo("Europe/London")
     forced = build_worker(
         Settings(database_url="sqlite:///:memory:", timezone="Europe/Paris"), CollectorRegistry()
     )
     assert forced.schedule is not None
-    assert forced.schedule.zones == {"clinic-default": ZoneInfo("Europe/Paris")}
+    assert forced.schedule.zones == dict.fromkeys(shipped, ZoneInfo("Europe/Paris"))
 
 
 def test_a_day_closes_once_across_workers(database: Database) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from careledger.application.ledger import Inbound, Ledger
 from careledger.bootstrap import build_ledger
-from careledger.ledger import Inbound, Ledger
 from careledger.settings import Settings
 from domain.account import PatientAccount
 from tests.conftest import Database

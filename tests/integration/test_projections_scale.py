@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from careledger.application.ledger import Inbound, Ledger
 from careledger.bootstrap import build_ledger
-from careledger.ledger import Inbound, Ledger
 from careledger.settings import Settings
 from projections.database import connect
 from projections.service import catch_up

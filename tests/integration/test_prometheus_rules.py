@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from careledger import prometheus_server
+from careledger.adapters import prometheus_server
 
 pytestmark = pytest.mark.integration
 

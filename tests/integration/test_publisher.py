@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
-from careledger.broker import EmbeddedBroker
+from careledger.adapters.broker import EmbeddedBroker
 from careledger.cli import main
 from producers.admin import ensure_topic
 from producers.publisher import InteractionPublisher, PublishFailed, PublishRejected, RetryPolicy

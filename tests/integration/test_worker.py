@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import CollectorRegistry
 
+from careledger.adapters.broker import EmbeddedBroker
 from careledger.bootstrap import build_ledger
-from careledger.broker import EmbeddedBroker
 from careledger.settings import Settings
 from consumers.metrics import WorkerMetrics
 from consumers.worker import LedgerWorker

@@ -18,7 +18,7 @@ from aiokafka import TopicPartition
 from eventsourcing.persistence import Tracking
 from prometheus_client import CollectorRegistry
 
-from careledger.broker import EmbeddedBroker
+from careledger.adapters.broker import EmbeddedBroker
 from consumers.metrics import WorkerMetrics
 from consumers.worker import LedgerWorker
 from tests.conftest import Database

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from careledger.broker import EmbeddedBroker
-from careledger.ledger import Ledger
-from careledger.programs import load_programs
-from careledger.store import LedgerStore, store_env
+from careledger.adapters.broker import EmbeddedBroker
+from careledger.adapters.store import LedgerStore, store_env
+from careledger.application.ledger import Ledger
+from careledger.application.programs import load_programs
 from consumers.metrics import WorkerMetrics
 from consumers.worker import LedgerWorker
 from tests.conftest import PG_URL, Database

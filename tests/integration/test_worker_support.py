@@ -34,10 +34,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from careledger.adapters.store import LedgerStore
+from careledger.application.ledger import REJECTED, Batch, Inbound, Ledger
 from careledger.bootstrap import build_ledger
-from careledger.ledger import REJECTED, Batch, Inbound, Ledger
 from careledger.settings import Settings
-from careledger.store import LedgerStore
 from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.events import cloudevent
@@ -230,7 +230,7 @@ def committed_count(store: LedgerStore, topic: str, partitions: int) -> int:
 
 def dead_letter_origins(store: LedgerStore) -> Counter[str]:
     """``careledger dead-letters`` as data: how often each origin was recorded."""
-    from careledger.queries import dead_letters
+    from careledger.application.queries import dead_letters
 
     return Counter(row["origin"] for row in dead_letters(store, limit=10**9))
 

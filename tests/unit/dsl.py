@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from careledger.programs import builtin_programs
+from careledger.application.programs import builtin_programs
 from domain import interactions as di
 from domain.account import PatientAccount, entries_of
 from domain.program import Program

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Mapper
 
-from careledger.store import ledger_mapper
+from careledger.adapters.store import ledger_mapper
 from projections.stored import Recorded, StoredReader
 
 MAPPER: Mapper[UUID] = ledger_mapper()

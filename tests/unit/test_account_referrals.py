@@ -2,8 +2,8 @@
 referee's enrolment; the referee's first visit 0-90 days later pays 500 to the referee and,
 through the relay, 1000 to the referrer, once per referee.
 
-The relay is simulated here as careledger.ledger does it: ``note_referral`` on the referee for
-a ``ReferralMade``, ``pay_referrer_bonus`` on the referrer for a ``ReferralQualified``.
+The relay is simulated here as careledger.application.ledger does it: ``note_referral`` on the
+referee for a ``ReferralMade``, ``pay_referrer_bonus`` on the referrer for a ``ReferralQualified``.
 """
 
 from __future__ import annotations

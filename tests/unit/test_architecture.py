@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import sqlite3
 from pathlib import Path
 
 import pytest
+
+from careledger.cli import main
 
 DOMAIN = Path(__file__).resolve().parents[2] / "domain"
 FORBIDDEN = {
@@ -50,3 +53,23 @@ def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from sqlalchemy import text\nimport aiokafka.structs\n")
     assert imported_roots(bad) & FORBIDDEN == {"sqlalchemy", "aiokafka"}
+
+
+def test_a_store_names_only_domain_modules_so_moving_adapters_never_strands_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The recorder's topic (careledger.adapters.store:...) is configuration, never stored: an
+    # existing store opens after the adapters move; only event topics are kept, all in domain/.
+    database = tmp_path / "ledger.db"
+    monkeypatch.setenv("CARELEDGER_DATABASE_URL", f"sqlite:///{database}")
+    traffic = tmp_path / "traffic.jsonl"
+    argv = ["simulate", "--patients", "20", "--days", "40", "--output", str(traffic)]
+    assert main(argv) == 0
+    assert main(["ingest", str(traffic)]) == 0
+    capsys.readouterr()
+    with sqlite3.connect(database) as connection:
+        topics = {row[0] for row in connection.execute("SELECT DISTINCT topic FROM stored_events")}
+        tables = [row[0] for row in connection.execute("SELECT sql FROM sqlite_master")]
+    assert topics
+    assert all(topic.startswith("domain.") for topic in topics), topics
+    assert not any("careledger" in (sql or "") for sql in tables)

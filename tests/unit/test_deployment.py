@@ -29,8 +29,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
+from careledger.application.ledger import ACCEPTED, DUPLICATE, REJECTED
 from careledger.cli import build_parser
-from careledger.ledger import ACCEPTED, DUPLICATE, REJECTED
 from careledger.settings import Settings
 from consumers.metrics import WorkerMetrics
 from projections.metrics import ProjectionMetrics

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from careledger.application.ledger import ACCEPTED, Inbound
 from careledger.bootstrap import build_ledger
-from careledger.ledger import ACCEPTED, Inbound
 from careledger.settings import Settings
 from producers.fhir.mapping import DeadLetter, Mapped, Outcome
 from projections.service import catch_up

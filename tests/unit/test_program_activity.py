@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from careledger.programs import builtin_programs
+from careledger.application.programs import builtin_programs
 from domain import interactions as di
 from domain.account import PatientAccount
 from tests.unit.dsl import Ledger, redeem, steps, visit, void

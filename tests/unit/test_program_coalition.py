@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from careledger.programs import builtin_programs
+from careledger.application.programs import builtin_programs
 from domain import errors
 from domain import interactions as di
 from domain.account import PatientAccount

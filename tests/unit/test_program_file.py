@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from careledger.programs import (
+from careledger.application.programs import (
     ProgramFileError,
     builtin_programs,
     load_programs,

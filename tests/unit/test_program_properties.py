@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from careledger.programs import parse_program
+from careledger.application.programs import parse_program
 from domain.program import Program
 from tests.unit.test_account_properties import histories, run
 

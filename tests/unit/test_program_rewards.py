@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from careledger.programs import builtin_programs
+from careledger.application.programs import builtin_programs
 from domain import errors
 from domain import interactions as di
 from domain.account import PatientAccount

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from careledger.programs import builtin_programs
+from careledger.application.programs import builtin_programs
 from domain.errors import LedgerError
 from projections.changes import (
     BatchChanges,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from careledger.programs import parse_program
+from careledger.application.programs import parse_program
 from domain.account import PatientAccount
 from domain.program import Program
 from tests.unit.dsl import Ledger, adjust, checkup, consent, review, steps, visit, void

@@ -1,7 +1,8 @@
 """The simulator's other programs (``--program``): each profile's traffic is deterministic, meets
 the contract and carries its program, and applied to the pure domain it exercises the program's
-rules (partners, caps, the wellness sub-ledger; goal days, streaks, tiers) while the ledger
-refuses exactly the malformed records. clinic-default's traffic stays byte for byte the same.
+rules (partners, caps, the wellness sub-ledger; goal days, streaks, tiers; catalogue vouchers,
+memberships; cashback, prepaid, stamp vouchers) while the ledger refuses exactly the malformed
+records. clinic-default's traffic stays byte for byte the same.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from careledger.application.intake import to_interaction
+from careledger.application.programs import builtin_programs
 from careledger.cli import main
-from careledger.intake import to_interaction
-from careledger.programs import builtin_programs
 from domain.account import DUPLICATE, PatientAccount
 from domain.errors import LedgerError
 from producers.habits import HEAVY_CHURN, POPULATIONS
@@ -29,7 +30,7 @@ from schemas.v1 import DEFAULT_PROGRAM_ID
 from schemas.validation import InvalidInteraction, parse_interaction
 
 START = date(2026, 1, 1)
-OTHERS = ("coalition-health", "activity-motion")
+OTHERS = ("coalition-health", "activity-motion", "membership-plus", "clinic-discounts")
 
 
 def after(days: int) -> datetime:
@@ -63,14 +64,21 @@ class Applied:
         return [e for e in self.events if isinstance(e, kind)]
 
 
-def apply(traffic: Iterable[SimulatedEvent], now: datetime) -> Applied:
+def apply(traffic: Iterable[SimulatedEvent], now: datetime, close_days: bool = False) -> Applied:
+    """``close_days``: run maintenance on every account at each UTC midnight the valid traffic
+    passes, as the worker's close of day does."""
     programs, applied = builtin_programs(), Applied()
+    closed: datetime | None = None
     for record in traffic:
         try:
             event = parse_interaction(record.payload, now=now)
         except InvalidInteraction:
             applied.refused.append(record)
             continue
+        midnight = event.time.replace(hour=0, minute=0, second=0, microsecond=0)
+        if close_days and record.kind == "valid" and (closed is None or midnight > closed):
+            closed = midnight
+            maintain(applied, midnight)
         addressed = to_interaction(event)
         program = programs[addressed.program_id]
         key = (addressed.program_id, addressed.patient_id)
@@ -88,6 +96,15 @@ def apply(traffic: Iterable[SimulatedEvent], now: datetime) -> Applied:
         applied.duplicates += outcome == DUPLICATE
         applied.events.extend(account.pending_events[before:])
     return applied
+
+
+def maintain(applied: Applied, as_of: datetime) -> None:
+    """The close-of-day job as of ``as_of`` on every account."""
+    programs = builtin_programs()
+    for (program_id, _), account in applied.accounts.items():
+        before = len(account.pending_events)
+        account.maintain(as_of, programs[program_id])
+        applied.events.extend(account.pending_events[before:])
 
 
 # --------------------------------------------------------------------------- clinic-default
@@ -206,6 +223,61 @@ def test_motion_traffic_is_step_readings_several_a_day_some_late() -> None:
     assert lower > 0
 
 
+def test_membership_traffic_mixes_visits_checkups_memberships_and_catalogue_redemptions() -> None:
+    types = mix("membership-plus")
+    assert set(types) == {
+        "patient.enrolled",
+        "visit.completed",
+        "payment.recorded",
+        "checkup.completed",
+        "membership.purchased",
+        "membership.cancelled",
+        "redemption.requested",
+        "redemption.cancelled",
+        "reward.used",
+        "interaction.voided",
+    }
+    assert types["visit.completed"] > types["redemption.requested"] > types["reward.used"] > 0
+    events = [
+        json.loads(e.payload)["data"]
+        for e in simulate(150, 90, 5, START, 0, 0, profile=PROFILES["membership-plus"])
+        if e.event_type in ("membership.purchased", "redemption.requested")
+    ]
+    prices = {(d["plan_id"], d["amount"], d["currency"]) for d in events if "plan_id" in d}
+    assert prices == {("annual", "480.00", "USD"), ("monthly", "45.00", "USD")}
+    rewards = Counter(d["reward_id"] for d in events if "reward_id" in d)
+    assert rewards.most_common(1)[0][0] == "parking-pass"
+    assert {"gym-discount", "charity-donation"} <= set(rewards)
+    priced = [d for d in events if "reward_id" in d and "points" in d]
+    assert 0 < len(priced) < sum(rewards.values())  # the price is optional in a catalogue
+
+
+def test_discount_traffic_pays_in_gbp_from_wallets_prepays_reviews_and_uses_stamps() -> None:
+    types = mix("clinic-discounts")
+    assert {
+        "patient.enrolled",
+        "visit.completed",
+        "payment.recorded",
+        "prepayment.recorded",
+        "review.submitted",
+        "reward.used",
+    } <= set(types)
+    assert not {"checkup.completed", "membership.purchased"} & set(types)
+    events = [
+        json.loads(e.payload)["data"]
+        for e in simulate(150, 90, 5, START, 0, 0, profile=PROFILES["clinic-discounts"])
+        if e.event_type in ("payment.recorded", "prepayment.recorded", "reward.used")
+    ]
+    payments = [d for d in events if "currency" in d and "prepayment_id" not in d]
+    prepayments = [d for d in events if "prepayment_id" in d]
+    assert {d["currency"] for d in payments + prepayments} == {"GBP"}
+    assert any("cashback_used" in d for d in payments)
+    assert any("prepaid_used" in d for d in payments)
+    assert all(100 <= float(d["amount"]) <= 600 for d in prepayments)
+    used = [d["redemption_id"] for d in events if "prepayment_id" not in d and "currency" not in d]
+    assert used and all(v.startswith("free-service:") for v in used)
+
+
 # ------------------------------------------------------------- through the pure domain
 @pytest.fixture(scope="module")
 def coalition() -> tuple[list[SimulatedEvent], Applied]:
@@ -219,7 +291,21 @@ def motion() -> tuple[list[SimulatedEvent], Applied]:
     return traffic, apply(traffic, after(120))
 
 
-@pytest.mark.parametrize("name", ["coalition", "motion"])
+@pytest.fixture(scope="module")
+def members() -> tuple[list[SimulatedEvent], Applied]:
+    traffic = list(simulate(250, 240, 3, START, 0.01, 0.02, profile=PROFILES["membership-plus"]))
+    applied = apply(traffic, after(240), close_days=True)
+    maintain(applied, after(240) + timedelta(days=60))  # what is still open lapses or expires
+    return traffic, applied
+
+
+@pytest.fixture(scope="module")
+def discounts() -> tuple[list[SimulatedEvent], Applied]:
+    traffic = list(simulate(250, 240, 3, START, 0.01, 0.02, profile=PROFILES["clinic-discounts"]))
+    return traffic, apply(traffic, after(240), close_days=True)
+
+
+@pytest.mark.parametrize("name", ["coalition", "motion", "members", "discounts"])
 def test_the_domain_refuses_exactly_the_malformed_records(
     name: str, request: pytest.FixtureRequest
 ) -> None:
@@ -331,4 +417,74 @@ def test_cli_simulates_a_program_with_heavy_churn(
     assert programs == {"activity-motion"}
     assert heavy.read_bytes() != default.read_bytes()
     expected = simulate(40, 30, 42, date(2026, 1, 1), profile=PROFILES["activity-motion"])
+    assert lines == [e.payload for e in expected]
+
+
+def test_membership_vouchers_are_issued_used_cancelled_and_expired(
+    members: tuple[list[SimulatedEvent], Applied],
+) -> None:
+    _, applied = members
+    issued = {e.voucher_id: e.reward_id for e in applied.of(PatientAccount.VoucherIssued)}
+    assert {"parking-pass", "gym-discount", "charity-donation", "free-checkup"} <= set(
+        issued.values()
+    )
+    used = [e.voucher_id for e in applied.of(PatientAccount.VoucherUsed)]
+    assert used and set(used) <= set(issued)
+    ended = Counter(e.status for e in applied.of(PatientAccount.VoucherEnded))
+    assert ended["cancelled"] > 0 and ended["expired"] > 0
+    assert len(used) + sum(ended.values()) == len(issued)  # every voucher used or ended
+    rejected = Counter(e.reason for e in applied.of(PatientAccount.RedemptionRejected))
+    assert {"reward_limit_reached", "reward_not_available", "insufficient_points"} <= set(rejected)
+
+
+def test_memberships_start_renew_are_cancelled_and_lapse_at_maintenance(
+    members: tuple[list[SimulatedEvent], Applied],
+) -> None:
+    _, applied = members
+    started = {e.membership_id: e.plan_id for e in applied.of(PatientAccount.MembershipStarted)}
+    assert set(started.values()) == {"annual", "monthly"}
+    renewed = applied.of(PatientAccount.MembershipRenewed)
+    assert renewed and {e.membership_id for e in renewed} <= set(started)
+    assert applied.of(PatientAccount.MembershipCancelled)
+    lapsed = {e.membership_id for e in applied.of(PatientAccount.MembershipLapsed)}
+    assert lapsed and lapsed <= set(started)
+    assert len(set(started) - lapsed) > 0  # annual members still paid up
+    again = Counter(e.subject for e in applied.of(PatientAccount.MembershipStarted))
+    assert again.most_common(1)[0][1] > 1  # someone came back after a lapse
+    tiers = Counter(e.to_tier for e in applied.of(PatientAccount.TierChanged))
+    assert tiers["plus"] and tiers["premier"]
+
+
+def test_discount_wallets_are_drawn_cashback_expires_and_stamp_vouchers_are_used(
+    discounts: tuple[list[SimulatedEvent], Applied],
+) -> None:
+    _, applied = discounts
+    payments = applied.of(PatientAccount.PaymentRecorded)
+    assert {e.currency for e in payments} == {"GBP"}
+    assert sum(1 for e in payments if e.cashback_drawn) > 0
+    assert sum(1 for e in payments if e.prepaid_drawn) > 0
+    assert applied.of(PatientAccount.CashbackExpired)
+    assert {e.prepayment_discount_percent for e in payments} >= {0, 10, 20}
+    assert applied.of(PatientAccount.PrepaymentRecorded)
+    stamps = {e.voucher_id for e in applied.of(PatientAccount.VoucherIssued)}
+    assert stamps and all(v.startswith("free-service:") for v in stamps)
+    used = {e.voucher_id for e in applied.of(PatientAccount.VoucherUsed)}
+    assert used and used < stamps
+    reviews = [
+        e for e in applied.of(PatientAccount.PointsEarned) if e.interaction != "review.submitted"
+    ]
+    assert not reviews  # reviews are the only points
+    assert any(e.outcome == "review_cooldown" for e in applied.of(PatientAccount.InteractionNoted))
+
+
+@pytest.mark.parametrize("program", ["membership-plus", "clinic-discounts"])
+def test_cli_simulates_a_rewards_program(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], program: str
+) -> None:
+    out = tmp_path / "traffic.jsonl"
+    argv = ["simulate", "--program", program, "--patients", "30", "--days", "30"]
+    assert main([*argv, "--output", str(out)]) == 0
+    capsys.readouterr()
+    lines = out.read_bytes().splitlines()
+    expected = simulate(30, 30, 42, date(2026, 1, 1), profile=PROFILES[program])
     assert lines == [e.payload for e in expected]

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-OPS_DIR = Path(__file__).resolve().parents[1] / "ops" / "prometheus"
+OPS_DIR = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
 INSTALL_HINT = "install it with: sudo bash scripts/install-prometheus.sh (Debian's prometheus)"
 READY_TIMEOUT = 60.0  # seconds a starting server may take before it is given up on
 

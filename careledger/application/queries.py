@@ -6,7 +6,7 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 
-from careledger.store import LedgerStore
+from careledger.adapters.store import LedgerStore
 from domain.rejection import RejectedInput
 
 

@@ -25,8 +25,8 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import get_topic
 
-from careledger.intake import to_interaction
-from careledger.store import InteractionKey, KeyOwners, LedgerStore
+from careledger.adapters.store import InteractionKey, KeyOwners, LedgerStore
+from careledger.application.intake import to_interaction
 from domain.account import ACCEPTED, PatientAccount, entries_of
 from domain.errors import IdConflict, LedgerError, UnknownProgram
 from domain.ids import account_id

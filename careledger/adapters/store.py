@@ -398,7 +398,7 @@ def store_env(database_url: str, schema: str = "") -> dict[str, str]:
     if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+asyncpg"):
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "APPLICATION_RECORDER_TOPIC": "careledger.store:PostgresLedgerRecorder",
+            "APPLICATION_RECORDER_TOPIC": "careledger.adapters.store:PostgresLedgerRecorder",
             "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
             "POSTGRES_HOST": parts.hostname or "127.0.0.1",
             "POSTGRES_PORT": str(parts.port or 5432),
@@ -420,7 +420,7 @@ def store_env(database_url: str, schema: str = "") -> dict[str, str]:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "APPLICATION_RECORDER_TOPIC": "careledger.store:SQLiteLedgerRecorder",
+            "APPLICATION_RECORDER_TOPIC": "careledger.adapters.store:SQLiteLedgerRecorder",
             "SQLITE_DBNAME": path if path != ":memory:" else "file::memory:?cache=shared",
             "SQLITE_LOCK_TIMEOUT": "30",
             "CREATE_TABLE": "y",
