@@ -1337,7 +1337,8 @@ class PatientAccount(Aggregate):
         known = [t for t in (self.latest_event_at, self.qualifying_as_of) if t is not None]
         now = max(known) if known else datetime.min.replace(tzinfo=UTC)
         version = program.at(now)
-        plan_id = self.membership_plan_at(now)
+        held = self._membership_at(now)  # a lapse (at maintenance) ends it whatever "now" is
+        plan_id = held.plan_id if held is not None and held.status != "lapsed" else None
         plan = version.plans.get(plan_id) if plan_id else None
         return Holdings(
             benefits=tuple(sorted(self.benefits)),
