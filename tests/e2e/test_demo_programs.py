@@ -15,7 +15,12 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-TIERS = {"coalition-health": {"member"}, "activity-motion": {"starter", "active", "champion"}}
+TIERS = {
+    "coalition-health": {"member"},
+    "activity-motion": {"starter", "active", "champion"},
+    "membership-plus": {"member", "plus", "premier"},
+    "clinic-discounts": {"patient"},
+}
 
 
 def demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -240,14 +240,14 @@ def test_membership_traffic_mixes_visits_checkups_memberships_and_catalogue_rede
     assert types["visit.completed"] > types["redemption.requested"] > types["reward.used"] > 0
     events = [
         json.loads(e.payload)["data"]
-        for e in simulate(150, 90, 5, START, 0, 0, profile=PROFILES["membership-plus"])
+        for e in simulate(150, 180, 5, START, 0, 0, profile=PROFILES["membership-plus"])
         if e.event_type in ("membership.purchased", "redemption.requested")
     ]
     prices = {(d["plan_id"], d["amount"], d["currency"]) for d in events if "plan_id" in d}
     assert prices == {("annual", "480.00", "USD"), ("monthly", "45.00", "USD")}
     rewards = Counter(d["reward_id"] for d in events if "reward_id" in d)
     assert rewards.most_common(1)[0][0] == "parking-pass"
-    assert {"gym-discount", "charity-donation"} <= set(rewards)
+    assert "charity-donation" in rewards and len(rewards) >= 3
     priced = [d for d in events if "reward_id" in d and "points" in d]
     assert 0 < len(priced) < sum(rewards.values())  # the price is optional in a catalogue
 
@@ -295,7 +295,8 @@ def motion() -> tuple[list[SimulatedEvent], Applied]:
 def members() -> tuple[list[SimulatedEvent], Applied]:
     traffic = list(simulate(250, 240, 3, START, 0.01, 0.02, profile=PROFILES["membership-plus"]))
     applied = apply(traffic, after(240), close_days=True)
-    maintain(applied, after(240) + timedelta(days=60))  # what is still open lapses or expires
+    # past every catalogue voucher's 90 days: what is still open lapses (monthly) or expires
+    maintain(applied, after(240) + timedelta(days=91))
     return traffic, applied
 
 
@@ -425,6 +426,7 @@ def test_membership_vouchers_are_issued_used_cancelled_and_expired(
 ) -> None:
     _, applied = members
     issued = {e.voucher_id: e.reward_id for e in applied.of(PatientAccount.VoucherIssued)}
+    assert all(v.startswith("rdm-") for v in issued)  # catalogue vouchers: ids unique
     assert {"parking-pass", "gym-discount", "charity-donation", "free-checkup"} <= set(
         issued.values()
     )
@@ -449,7 +451,7 @@ def test_memberships_start_renew_are_cancelled_and_lapse_at_maintenance(
     lapsed = {e.membership_id for e in applied.of(PatientAccount.MembershipLapsed)}
     assert lapsed and lapsed <= set(started)
     assert len(set(started) - lapsed) > 0  # annual members still paid up
-    again = Counter(e.subject for e in applied.of(PatientAccount.MembershipStarted))
+    again = Counter(e.originator_id for e in applied.of(PatientAccount.MembershipStarted))
     assert again.most_common(1)[0][1] > 1  # someone came back after a lapse
     tiers = Counter(e.to_tier for e in applied.of(PatientAccount.TierChanged))
     assert tiers["plus"] and tiers["premier"]
@@ -466,9 +468,9 @@ def test_discount_wallets_are_drawn_cashback_expires_and_stamp_vouchers_are_used
     assert applied.of(PatientAccount.CashbackExpired)
     assert {e.prepayment_discount_percent for e in payments} >= {0, 10, 20}
     assert applied.of(PatientAccount.PrepaymentRecorded)
-    stamps = {e.voucher_id for e in applied.of(PatientAccount.VoucherIssued)}
-    assert stamps and all(v.startswith("free-service:") for v in stamps)
-    used = {e.voucher_id for e in applied.of(PatientAccount.VoucherUsed)}
+    stamps = {(e.originator_id, e.voucher_id) for e in applied.of(PatientAccount.VoucherIssued)}
+    assert stamps and all(v.startswith("free-service:") for _, v in stamps)
+    used = {(e.originator_id, e.voucher_id) for e in applied.of(PatientAccount.VoucherUsed)}
     assert used and used < stamps
     reviews = [
         e for e in applied.of(PatientAccount.PointsEarned) if e.interaction != "review.submitted"
