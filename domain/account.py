@@ -73,6 +73,11 @@ NOT_VOIDABLE = frozenset(
         "interaction.voided",
         "points.adjusted",
         "consent.changed",
+        # the rewards side has its own undo: cancel the redemption or the membership
+        "reward.used",
+        "membership.purchased",
+        "membership.cancelled",
+        "prepayment.recorded",
     }
 )
 # Interactions with mechanics of their own; every other kind is decided by earning rules.
