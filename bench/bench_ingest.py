@@ -48,7 +48,7 @@ from careledger.bootstrap import build_ledger
 from careledger.settings import Settings
 from producers.admin import ensure_topic
 from producers.simulator import simulate
-from producers.topics import INTERACTIONS_TOPIC
+from schemas.topics import INTERACTIONS_TOPIC
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = "postgresql://postgres@127.0.0.1:5432/test"

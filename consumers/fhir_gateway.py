@@ -35,7 +35,7 @@ from consumers.fhir_metrics import GatewayMetrics
 from producers.fhir import r4
 from producers.fhir.mapping import DeadLetter, Mapped, Outcome, Skipped, Translator
 from producers.publisher import InteractionPublisher
-from producers.topics import FHIR_DLQ_TOPIC, FHIR_TOPIC, INTERACTIONS_TOPIC
+from schemas.topics import FHIR_DLQ_TOPIC, FHIR_TOPIC, INTERACTIONS_TOPIC
 
 log = logging.getLogger(__name__)
 

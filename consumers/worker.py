@@ -38,7 +38,7 @@ from eventsourcing.persistence import Tracking
 from careledger.application.ledger import REJECTED, Batch, Inbound, Ledger, PositionConflict, Result
 from consumers.metrics import WorkerMetrics
 from consumers.schedule import MaintenanceSchedule
-from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
+from schemas.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
 
 log = logging.getLogger(__name__)
 

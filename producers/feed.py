@@ -33,9 +33,9 @@ from careledger.adapters.store import LedgerStore, PostgresLedgerRecorder, SQLit
 from domain.account import PatientAccount
 from domain.program import Program
 from producers.feed_messages import FEED_TOPICS, Holder, Outbound, messages_of
-from producers.topics import LEDGER_TOPIC
 from projections.source import CommitWatch, first_set
 from schemas.ledger_v1 import CauseV1
+from schemas.topics import LEDGER_TOPIC
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from producers.topics import INTERACTIONS_TOPIC
 from schemas.codes import Code
+from schemas.topics import INTERACTIONS_TOPIC
 from schemas.validation import InvalidInteraction, parse_interaction
 
 __all__ = [

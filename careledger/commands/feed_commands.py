@@ -19,9 +19,9 @@ from careledger.settings import Settings
 from consumers.worker import install_signal_handlers
 from producers.admin import ensure_topic
 from producers.feed import FeedMetrics, FeedOptions, LedgerFeed
-from producers.topics import LEDGER_TOPIC
 from projections.database import connect
 from projections.source import CommitWatch
+from schemas.topics import LEDGER_TOPIC
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from producers.fhir import mapping
 from producers.fhir.emr import SimulatedEmr
 from producers.fhir.mapping import MappingConfig, Translator
 from producers.fhir.pseudonyms import Pseudonyms, WeakPseudonymKey
-from producers.topics import FHIR_DLQ_TOPIC, FHIR_TOPIC, INTERACTIONS_TOPIC
+from schemas.topics import FHIR_DLQ_TOPIC, FHIR_TOPIC, INTERACTIONS_TOPIC
 
 log = logging.getLogger(__name__)
 

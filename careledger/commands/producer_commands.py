@@ -26,7 +26,7 @@ from producers.pacing import Pacer, Tally
 from producers.profiles import PROFILES
 from producers.publisher import InteractionPublisher, PublishFailed, RawRecord
 from producers.simulator import SimulatedEvent, simulate
-from producers.topics import INTERACTIONS_TOPIC
+from schemas.topics import INTERACTIONS_TOPIC
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from consumers.metrics import WorkerMetrics
 from consumers.schedule import MaintenanceSchedule
 from consumers.worker import LedgerWorker, install_signal_handlers
 from producers.admin import ensure_topic
-from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
+from schemas.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from careledger.bootstrap import build_ledger
 from careledger.settings import Settings
 from producers.feed import FEED_POSITION
 from producers.feed_messages import FACT_EVENTS, Holder, messages_of
-from producers.topics import LEDGER_TOPIC
+from schemas.topics import LEDGER_TOPIC
 from tests.conftest import Database
 from tests.events import cloudevent
 from tests.integration.test_feed_support import messages_on

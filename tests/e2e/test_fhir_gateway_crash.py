@@ -18,7 +18,7 @@ import pytest
 
 from careledger.adapters.broker import EmbeddedBroker
 from producers.fhir.mapping import Mapped
-from producers.topics import FHIR_DLQ_TOPIC, FHIR_TOPIC, INTERACTIONS_TOPIC
+from schemas.topics import FHIR_DLQ_TOPIC, FHIR_TOPIC, INTERACTIONS_TOPIC
 from tests.fhir_support import KEY, SOURCE, raw, resource, translator
 from tests.integration.test_worker_support import Record, produce, read_topic, wait_for
 from tests.kafka_support import create_topic, end_offsets

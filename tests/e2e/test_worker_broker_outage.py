@@ -24,7 +24,7 @@ import pytest
 from careledger.adapters.broker import EmbeddedBroker
 from careledger.application.ledger import Ledger
 from producers.admin import ensure_topic
-from producers.topics import INTERACTIONS_TOPIC
+from schemas.topics import INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.integration.test_worker_support import (
     Record,

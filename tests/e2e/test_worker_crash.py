@@ -17,7 +17,7 @@ from careledger.adapters.broker import EmbeddedBroker
 from careledger.application.ledger import Inbound
 from careledger.bootstrap import build_ledger
 from careledger.settings import Settings
-from producers.topics import INTERACTIONS_TOPIC
+from schemas.topics import INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.events import cloudevent
 from tests.integration.test_worker_support import Record, committed_count, produce, wait_for

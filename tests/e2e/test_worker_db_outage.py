@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from careledger.adapters.broker import EmbeddedBroker
-from producers.topics import INTERACTIONS_TOPIC
+from schemas.topics import INTERACTIONS_TOPIC
 from tests.conftest import PG_URL, Database
 from tests.integration.test_worker_support import (
     PausableProxy,

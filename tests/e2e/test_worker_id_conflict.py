@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from careledger.adapters.broker import EmbeddedBroker
-from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
+from schemas.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.events import cloudevent
 from tests.integration.test_worker_support import (

@@ -19,7 +19,7 @@ import pytest
 
 from careledger.adapters.broker import EmbeddedBroker
 from careledger.application.ledger import REJECTED
-from producers.topics import INTERACTIONS_TOPIC
+from schemas.topics import INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.integration.test_worker_support import (
     Record,

@@ -23,7 +23,7 @@ from careledger.adapters.broker import EmbeddedBroker
 from careledger.cli import main
 from producers.admin import ensure_topic
 from producers.publisher import InteractionPublisher, PublishFailed, PublishRejected, RetryPolicy
-from producers.topics import INTERACTIONS_TOPIC
+from schemas.topics import INTERACTIONS_TOPIC
 from tests.events import cloudevent
 from tests.kafka_support import create_topic, end_offsets, unique_name
 

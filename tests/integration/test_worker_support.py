@@ -38,7 +38,7 @@ from careledger.adapters.store import LedgerStore
 from careledger.application.ledger import REJECTED, Batch, Inbound, Ledger
 from careledger.bootstrap import build_ledger
 from careledger.settings import Settings
-from producers.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
+from schemas.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
 from tests.conftest import Database
 from tests.events import cloudevent
 from tests.kafka_support import end_offsets
