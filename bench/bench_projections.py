@@ -35,7 +35,7 @@ import psycopg
 
 from careledger.application.ledger import Inbound, Ledger
 from careledger.bootstrap import build_ledger
-from careledger.cli import tune_garbage_collector
+from careledger.runtime import tune_garbage_collector
 from careledger.settings import Settings
 from projections.runner import REBUILD_WORKERS
 from tests.integration.test_projections_scale import (

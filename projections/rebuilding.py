@@ -46,6 +46,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from careledger.adapters.store import ledger_mapper
+from careledger.runtime import tune_garbage_collector
 from projections.changes import (
     KPI_COLUMNS,
     BalanceRow,
@@ -373,8 +374,6 @@ def _die_with(parent: int) -> None:
 
 def replay_in_process(target: Target, shard: Shard, positions: Positions) -> Replayed:
     """A worker process: replay one shard into the rebuild's schema."""
-    from careledger.cli import tune_garbage_collector
-
     tune_garbage_collector()
     return asyncio.run(_replay_shard(target, shard, positions))
 

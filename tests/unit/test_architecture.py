@@ -73,3 +73,39 @@ def test_a_store_names_only_domain_modules_so_moving_adapters_never_strands_it(
     assert topics
     assert all(topic.startswith("domain.") for topic in topics), topics
     assert not any("careledger" in (sql or "") for sql in tables)
+
+
+PROJECTIONS = DOMAIN.parent / "projections"
+ENTRY_POINTS = ("careledger.cli", "careledger.commands")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every absolute import in ``path``, lazy ones inside functions included."""
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return modules
+
+
+def _is_entry_point(module: str) -> bool:
+    return any(module == root or module.startswith(f"{root}.") for root in ENTRY_POINTS)
+
+
+@pytest.mark.parametrize("path", sorted(PROJECTIONS.rglob("*.py")), ids=lambda p: p.name)
+def test_projections_never_import_the_entry_points(path: Path) -> None:
+    # Entry points depend on the projections, not the reverse (a lazy import back into
+    # careledger.cli once closed an import cycle of six files).
+    assert not {m for m in imported_modules(path) if _is_entry_point(m)}
+
+
+def test_the_entry_point_check_catches_a_lazy_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "def f():\n    from careledger.cli import main\n\nfrom careledger import commands\n"
+    )
+    found = {m for m in imported_modules(bad) if _is_entry_point(m)}
+    assert found == {"careledger.cli", "careledger.cli.main", "careledger.commands"}
