@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Index, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from projections.tables import READ_MODELS, metadata, projection_positions
+from projections.tables import READ_MODEL_TABLES, metadata, projection_positions
 from projections.views import VIEWS, create_views, drop_views
 
 _PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+asyncpg")
@@ -95,7 +95,7 @@ async def missing_read_models(conn: AsyncConnection) -> list[str]:
 
     def absent(sync: Connection) -> list[str]:
         inspector = inspect(sync)
-        return [table.name for table in READ_MODELS if not inspector.has_table(table.name)]
+        return [table.name for table in READ_MODEL_TABLES if not inspector.has_table(table.name)]
 
     return await conn.run_sync(absent)
 
@@ -128,7 +128,7 @@ async def check_read_models(
         inspector = inspect(sync)
         return [
             table.name
-            for table in READ_MODELS
+            for table in READ_MODEL_TABLES
             if [c["name"] for c in inspector.get_columns(table.name)]
             != [c.name for c in table.columns]
         ]
@@ -142,7 +142,7 @@ async def check_read_models(
 
 
 def secondary_indexes() -> Iterator[Index]:
-    for table in READ_MODELS:
+    for table in READ_MODEL_TABLES:
         yield from table.indexes
 
 
@@ -160,7 +160,7 @@ async def drop_read_models(conn: AsyncConnection) -> None:
     """Drop every read model, views first (positions are not read models: they stay)."""
     await drop_views(conn)
     await conn.run_sync(
-        lambda sync: metadata.drop_all(sync, tables=list(READ_MODELS), checkfirst=True)
+        lambda sync: metadata.drop_all(sync, tables=list(READ_MODEL_TABLES), checkfirst=True)
     )
 
 
@@ -175,7 +175,7 @@ async def select_grants(conn: AsyncConnection) -> Grants:
     """(grantee, table) for every SELECT granted on a read model, whoever granted it."""
     if conn.dialect.name != "postgresql":
         return []
-    names = [table.name for table in READ_MODELS] + list(VIEWS)
+    names = [table.name for table in READ_MODEL_TABLES] + list(VIEWS)
     rows = await conn.execute(
         text(
             "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' "

@@ -69,7 +69,7 @@ from projections.handlers import Fold, accounts_to_load
 from projections.retention import refresh_cohorts
 from projections.source import EventSource, Head, Shard
 from projections.stored import Recorded
-from projections.tables import READ_MODELS, projection_positions, retention_cohorts
+from projections.tables import READ_MODEL_TABLES, projection_positions, retention_cohorts
 from projections.views import VIEWS
 from projections.writer import PointValues, load_accounts, write_kpis, write_rows, write_sums
 
@@ -476,7 +476,7 @@ async def _publish(
     await conn.execute(select(positions.position).where(positions.name == name).with_for_update())
     # Then every live table at once, cohorts last: the cohort refresher reads the activity
     # tables before it writes the cohorts, so this order cannot deadlock with it.
-    ordered = sorted(READ_MODELS, key=lambda table: table is retention_cohorts)
+    ordered = sorted(READ_MODEL_TABLES, key=lambda table: table is retention_cohorts)
     live = [f"{quote(schema)}.{table.name}" for table in ordered]
     regclass = text("SELECT to_regclass(name)::text FROM unnest(CAST(:names AS text[])) name")
     present = [found for found in await conn.scalars(regclass, {"names": live}) if found]
@@ -484,7 +484,7 @@ async def _publish(
         await conn.execute(text(f"LOCK TABLE {', '.join(present)} IN ACCESS EXCLUSIVE MODE"))
     grants = await select_grants(conn)
     await drop_read_models(conn)
-    for table in READ_MODELS:
+    for table in READ_MODEL_TABLES:
         await conn.execute(
             text(f"ALTER TABLE {quote(building)}.{table.name} SET SCHEMA {quote(schema)}")
         )

@@ -42,7 +42,8 @@ from projections.writer import (
 
 log = logging.getLogger(__name__)
 
-READ_MODELS = "read_models"
+# The projection that writes the read models: its row in projection_positions, its metrics label.
+READ_MODELS_PROJECTION = "read_models"
 # One more than the cores: a worker waiting for PostgreSQL leaves its core to another
 # (measured on 2 cores: 2 workers 24.5-26.4k ledger entries/s, 3 workers 28.7-31.5k).
 REBUILD_WORKERS = min(8, (os.cpu_count() or 1) + 1)
@@ -69,7 +70,7 @@ class Projector:
         source: EventSource,
         metrics: ProjectionMetrics,
         options: ProjectionOptions,
-        name: str = READ_MODELS,
+        name: str = READ_MODELS_PROJECTION,
         clock: Callable[[], float] = time.monotonic,
         point_values: PointValues | None = None,
         tier_benefits: TierBenefits | None = None,

@@ -24,7 +24,7 @@ from projections.database import connect
 from projections.metrics import ProjectionMetrics
 from projections.rebuilding import Rebuilt, Target
 from projections.rebuilding import rebuild as rebuild_read_models
-from projections.runner import READ_MODELS, ProjectionOptions, Projector
+from projections.runner import READ_MODELS_PROJECTION, ProjectionOptions, Projector
 from projections.source import EventSource
 
 DEFAULT_OPTIONS = ProjectionOptions()
@@ -119,7 +119,7 @@ async def rebuild(
             tier_benefits(loaded),
         )
         return await rebuild_read_models(
-            engine, source, target, options.rebuild_workers, READ_MODELS, pool, values
+            engine, source, target, options.rebuild_workers, READ_MODELS_PROJECTION, pool, values
         )
 
 

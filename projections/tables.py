@@ -365,7 +365,8 @@ projection_positions = Table(
     Column("last_event_at", UtcDateTime, nullable=True),
 )
 
-READ_MODELS = (
+# Every table the read-models projection writes (projection_positions is its bookkeeping).
+READ_MODEL_TABLES = (
     balances,
     ledger_entries,
     tier_history,

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from careledger.application.programs import load_programs
 from careledger.settings import Settings
 from projections.database import connect
-from projections.runner import READ_MODELS as READ_MODELS_PROJECTION
+from projections.runner import READ_MODELS_PROJECTION
 from projections.tables import (
     activity_days,
     balances,

@@ -12,7 +12,7 @@ import pytest
 from psycopg import errors
 
 from projections.service import catch_up, rebuild
-from projections.tables import READ_MODELS
+from projections.tables import READ_MODEL_TABLES
 from projections.views import VIEWS
 from tests.conftest import PG_URL, Database
 from tests.integration.test_projections_support import (
@@ -65,7 +65,8 @@ async def test_the_analyst_role_reads_read_models_only(pg_database: Database, an
 
     assert as_role(schema, analyst, "SELECT count(*) FROM balances") == [(4,)]
     assert as_role(schema, analyst, "SELECT count(*) FROM program_retention_12m") == [(1,)]
-    for name in [table.name for table in READ_MODELS] + list(VIEWS):  # every one, every column
+    # every one, every column
+    for name in [table.name for table in READ_MODEL_TABLES] + list(VIEWS):
         as_role(schema, analyst, f"SELECT * FROM {name} LIMIT 1")
     assert as_role(schema, analyst, WHY_NOTHING_LAST_MONTH) == [
         ("already_awarded_this_year", "checkup.annual_wellness", 1, 1),

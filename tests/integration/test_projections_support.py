@@ -12,7 +12,7 @@ from careledger.application.ledger import Inbound, Ledger
 from careledger.bootstrap import build_ledger
 from careledger.settings import Settings
 from projections.database import connect
-from projections.tables import READ_MODELS
+from projections.tables import READ_MODEL_TABLES
 from projections.views import VIEWS, select_view
 from tests.conftest import Database
 from tests.events import cloudevent
@@ -136,7 +136,7 @@ async def dump(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
     tables: dict[str, list[tuple[Any, ...]]] = {}
     try:
         async with engine.connect() as conn:
-            for table in READ_MODELS:
+            for table in READ_MODEL_TABLES:
                 rows = await conn.execute(select(table).order_by(*table.columns))
                 tables[table.name] = [tuple(row) for row in rows]
             for name in VIEWS:
