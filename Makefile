@@ -33,4 +33,5 @@ prometheus:
 
 test: $(STAMP) lint browser prometheus
 	$(BIN)/python -m schemas.generate --check
+	$(BIN)/python -m projections.grants --check
 	$(BIN)/pytest -q
