@@ -19,6 +19,7 @@ The gateway logs counts, types and reasons only: never a resource, a reference o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +31,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from consumers.fetching import fetch_or_back_off, sleep_or_stop
 from consumers.fhir_metrics import GatewayMetrics
 from producers.fhir import r4
 from producers.fhir.mapping import DeadLetter, Mapped, Outcome, Skipped, Translator
@@ -143,15 +143,14 @@ class FhirGateway:
 
     async def _fetch(self, stop: asyncio.Event) -> list[Record]:
         assert self._consumer is not None
-        fetched = await fetch_or_back_off(
-            self._consumer,
-            wait_ms=self.batch_wait_ms,
-            max_records=self.batch_max,
-            retries=self.metrics.retries,
-            stop=stop,
-            log=log,
-        )
-        if fetched is None:
+        try:
+            fetched = await self._consumer.getmany(
+                timeout_ms=self.batch_wait_ms, max_records=self.batch_max
+            )
+        except Exception as exc:  # broker trouble: back off, the consumer reconnects
+            log.warning("fetch failed (%s); retrying", type(exc).__name__)
+            self.metrics.retries.labels(error=type(exc).__name__).inc()
+            await _sleep_or_stop(stop, 1.0)
             return []
         return [record for batch in fetched.values() for record in batch]
 
@@ -177,7 +176,7 @@ class FhirGateway:
                     log.warning("stopping with an uncommitted batch (%s)", type(exc).__name__)
                     return
                 log.warning("batch failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
-                await sleep_or_stop(stop, backoff)
+                await _sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -241,3 +240,8 @@ class FhirGateway:
                         m.dead_letters.labels(r4.label(kind) if kind else "none", reason).inc()
         m.messages.inc(len(done))
         self.consumed += len(done)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -36,7 +36,6 @@ from aiokafka.abc import ConsumerRebalanceListener
 from eventsourcing.persistence import Tracking
 
 from careledger.application.ledger import REJECTED, Batch, Inbound, Ledger, PositionConflict, Result
-from consumers.fetching import fetch_or_back_off, sleep_or_stop
 from consumers.metrics import WorkerMetrics
 from consumers.schedule import MaintenanceSchedule
 from schemas.topics import INTERACTIONS_DLQ_TOPIC, INTERACTIONS_TOPIC
@@ -85,7 +84,7 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
                 return
             except Exception as exc:
                 log.warning("cannot read stored positions (%s); retrying", type(exc).__name__)
-                await sleep_or_stop(stop, delay)
+                await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, MAX_BACKOFF_SECONDS)
 
 
@@ -171,15 +170,14 @@ class LedgerWorker:
 
     async def _fetch(self, stop: asyncio.Event) -> list[ConsumerRecord[bytes, bytes]]:
         assert self._consumer is not None
-        fetched = await fetch_or_back_off(
-            self._consumer,
-            wait_ms=self.batch_wait_ms,
-            max_records=self.batch_max,
-            retries=self.metrics.retries,
-            stop=stop,
-            log=log,
-        )
-        if fetched is None:
+        try:
+            fetched = await self._consumer.getmany(
+                timeout_ms=self.batch_wait_ms, max_records=self.batch_max
+            )
+        except Exception as exc:  # broker trouble: back off, the consumer reconnects
+            log.warning("fetch failed (%s); retrying", type(exc).__name__)
+            self.metrics.retries.labels(error=type(exc).__name__).inc()
+            await _sleep_or_stop(stop, 1.0)
             return []
         self._fence_partitions_behind(fetched)
         return self._still_ours([r for batch in fetched.values() for r in batch])
@@ -257,7 +255,7 @@ class LedgerWorker:
                     log.warning("stopping with an uncommitted batch (%s)", type(exc).__name__)
                     return
                 log.warning("batch failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
-                await sleep_or_stop(stop, backoff)
+                await _sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _apply(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
@@ -383,7 +381,7 @@ class LedgerWorker:
                     await asyncio.to_thread(self.schedule.run_due, self.ledger, self.clock())
             except Exception as exc:
                 log.warning("background step failed (%s); retrying", type(exc).__name__)
-            await sleep_or_stop(stop, 1.0)
+            await _sleep_or_stop(stop, 1.0)
 
 
 async def _unless_stopped(step: Awaitable[None], stop: asyncio.Event) -> None:
@@ -396,6 +394,11 @@ async def _unless_stopped(step: Awaitable[None], stop: asyncio.Event) -> None:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

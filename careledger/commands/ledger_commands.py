@@ -14,7 +14,6 @@ from typing import IO, Any
 from careledger.application.ledger import DUPLICATE, REJECTED, Inbound, Ledger, Result
 from careledger.application.queries import dead_letters
 from careledger.bootstrap import build_ledger
-from careledger.commands.arguments import instant
 from careledger.commands.rendering import to_json
 from careledger.settings import Settings
 from domain.program import Program
@@ -27,7 +26,7 @@ def register(subparsers: Any) -> None:
     ingest.set_defaults(handler=run_ingest)
 
     maintenance = subparsers.add_parser("maintenance", help="close of day: expiry and tiers")
-    maintenance.add_argument("--as-of", required=True, type=instant, help="RFC 3339 time")
+    maintenance.add_argument("--as-of", required=True, type=_timestamp, help="RFC 3339 time")
     maintenance.add_argument("--program", help="one program (default: every program)")
     maintenance.set_defaults(handler=run_maintenance)
 
@@ -47,6 +46,16 @@ def register(subparsers: Any) -> None:
     letters.add_argument("--limit", type=int, default=100)
     letters.add_argument("--json", action="store_true", help="machine-readable output")
     letters.set_defaults(handler=run_dead_letters)
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected an RFC 3339 timestamp") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("the timestamp needs an offset, e.g. Z or +01:00")
+    return value
 
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:

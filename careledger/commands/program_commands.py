@@ -26,7 +26,6 @@ from careledger.application.programs import (
     read_file,
 )
 from careledger.bootstrap import build_ledger
-from careledger.commands.arguments import instant
 from careledger.commands.rendering import to_json
 from careledger.settings import Settings
 from domain.account import PatientAccount
@@ -52,7 +51,7 @@ def register(subparsers: Any) -> None:
 
     show = actions.add_parser("show", help="a program's rules and tiers")
     show.add_argument("program_id", metavar="ID")
-    show.add_argument("--at", type=instant, help="only the version in force at this time")
+    show.add_argument("--at", type=_instant, help="only the version in force at this time")
     show.add_argument("--json", action="store_true", help="print a program file")
     show.set_defaults(handler=run_show)
 
@@ -67,6 +66,16 @@ def register(subparsers: Any) -> None:
     explain.add_argument("--program", default=DEFAULT_PROGRAM_ID)
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(handler=run_explain)
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected an RFC 3339 timestamp") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("the timestamp needs an offset, e.g. Z or +01:00")
+    return value
 
 
 # --------------------------------------------------------------------------- programs
