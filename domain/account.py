@@ -1236,6 +1236,8 @@ class PatientAccount(Aggregate):
         )
 
     def _membership_at(self, at: datetime) -> Membership | None:
+        if not self.memberships:
+            return None
         return next((m for m in self.memberships.values() if m.active_at(at)), None)
 
     def membership_plan_at(self, at: datetime) -> str | None:
@@ -1264,6 +1266,8 @@ class PatientAccount(Aggregate):
 
     def _refresh_benefits(self, at: datetime, version: ProgramVersion) -> None:
         """Record the benefit codes held now (the tier's and an active membership's)."""
+        if not version.grants_benefits and not self.benefits:
+            return  # nothing held, nothing to hold
         now = max(at, self.latest_event_at or at)
         held = set(version.tier(self.tier).benefits) if self.tier in version.tier_names else set()
         plan_id = self.membership_plan_at(now)

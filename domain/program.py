@@ -162,9 +162,16 @@ class ProgramVersion:
     tier_names: tuple[str, ...] = field(init=False)
     earning_rules: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
     boosts: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
+    # Read on every interaction, so worked out once:
+    grants_benefits: bool = field(init=False, repr=False)  # a tier or plan lists benefits
+    _home_partner: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier_names", tuple(t.name for t in self.tiers))
+        home = next((p.partner_id for p in self.partners if p.home), None)
+        object.__setattr__(self, "_home_partner", home)
+        listed = any(t.benefits for t in self.tiers) or any(p.benefits for p in self.plans.values())
+        object.__setattr__(self, "grants_benefits", listed)
         earning: dict[str, list[Rule]] = {}
         boosts: dict[str, list[Rule]] = {}
         for rule in self.rules:
@@ -175,7 +182,7 @@ class ProgramVersion:
     @property
     def home_partner(self) -> str | None:
         """The partner that issues visits and engagement (None: a program without partners)."""
-        return next((p.partner_id for p in self.partners if p.home), None)
+        return self._home_partner
 
     def partner(self, partner_id: str) -> Partner | None:
         """The partner called ``partner_id``, if this version has one."""
@@ -230,6 +237,8 @@ class Program:
 
     def at(self, when: datetime) -> ProgramVersion:
         """The version in force at ``when`` (the first version before it came into force)."""
+        if len(self.versions) == 1:  # most programs, asked several times an interaction
+            return self.versions[0]
         index = bisect_right(self._starts, when) - 1
         return self.versions[max(index, 0)]
 

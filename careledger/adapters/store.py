@@ -372,10 +372,15 @@ class LedgerStore(Application[UUID]):
         application does not use, and runtime protocol checks that cost more than the insert.
         Raises ``IntegrityError`` (nothing written) if a key is already held.
         """
-        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        if events or positions or interaction_keys:
-            self.events.put(
-                events, trackings=list(positions), interaction_keys=list(interaction_keys)
+        to_stored = self.mapper.to_stored_event
+        stored = [
+            to_stored(event) for aggregate in aggregates for event in aggregate.collect_events()
+        ]
+        if stored or positions or interaction_keys:
+            # The recorder directly: the library's ``EventStore.put`` also builds a
+            # notification object per event for callers that want them; this one does not.
+            self.recorder.insert_events(
+                stored, trackings=list(positions), interaction_keys=list(interaction_keys)
             )
 
     def find_interaction_keys(self, keys: Sequence[bytes]) -> KeyOwners:
