@@ -8,6 +8,7 @@ Regexes use ``[0-9]`` rather than ``\\d``: pydantic's Rust regex engine treats `
 any Unicode digit.
 """
 
+import contextlib
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -111,6 +112,12 @@ def _parse_time(value: object) -> object:
     match = _RFC3339.fullmatch(value)
     if match is None:
         raise _fail("timestamp_naive" if _NAIVE.fullmatch(value) else "timestamp_format")
+    offset_minutes = match.group(11)
+    if value[10] == "T" and value[-1] != "z" and (offset_minutes or "00") < "60":
+        # the usual spelling, which the C parser reads alike; out of range, the parse below
+        # says which rule it breaks
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value)
     year, month, day, hour, minute, second, frac, zulu, sign, off_h, off_m = match.groups()
     try:
         offset = timedelta(hours=int(off_h or 0), minutes=int(off_m or 0))
