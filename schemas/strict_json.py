@@ -83,12 +83,16 @@ def _require_encodable(text: str, path: str) -> None:
         ) from None
 
 
+# One reader for every payload: ``json.loads`` with hooks builds a new decoder per call.
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_object, parse_constant=_constant, parse_int=_integer
+)
+
+
 def load(text: str) -> Any:
     """Parse one JSON document, raising JsonRejected for anything the rules above forbid."""
     try:
-        doc = json.loads(
-            text, object_pairs_hook=_object, parse_constant=_constant, parse_int=_integer
-        )
+        doc = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         # exc.msg is a fixed parser phrase such as "Expecting ',' delimiter"; no payload text.
         where = f"line {exc.lineno} column {exc.colno}"
