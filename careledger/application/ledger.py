@@ -10,6 +10,7 @@ serialises callers because the aggregate cache is shared.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -494,11 +495,19 @@ class Ledger:
             position + 1, limit, stop=head, topics=topics
         )
         upto = notifications[-1].id if len(notifications) == limit else head
+        if not notifications:
+            # Nothing to carry: only the position moves, and no account is read or written,
+            # so the batch writer is not held up for it.
+            with contextlib.suppress(IntegrityError):  # another process moved it first
+                self.store.record([], [Tracking(RELAY, upto)])
+            return 0
+        events = [self.store.mapper.to_domain_event(n) for n in notifications]
         with self._lock:
             touched: dict[UUID, PatientAccount] = {}
             try:
-                for notification in notifications:
-                    self._relay_one(self.store.mapper.to_domain_event(notification), touched)
+                self._preload_referral_parties(events)
+                for event in events:
+                    self._relay_one(event, touched)
                 self._save(list(touched.values()), [Tracking(RELAY, upto)])
             except IntegrityError:
                 # another process relayed these first, or an account moved under us
@@ -508,6 +517,20 @@ class Ledger:
                 self._evict(touched)
                 raise
             return len(notifications)
+
+    def _preload_referral_parties(self, events: list[Any]) -> None:
+        """Load both sides of the referrals about to be relayed with two queries, not one
+        per account: the relay holds the lock the batch writer needs."""
+        self._absent.clear()
+        self._preload({event.originator_id for event in events})
+        others: set[UUID] = set()
+        for event in events:
+            source = self._cache.get(event.originator_id)
+            if source is None:  # not cached (a tiny cache): _relay_one loads it
+                continue
+            made = isinstance(event, PatientAccount.ReferralMade)
+            others.add(account_id(source.program_id, event.referee if made else event.referrer))
+        self._preload(others)
 
     def _relay_one(self, event: Any, touched: dict[UUID, PatientAccount]) -> None:
         source = touched.get(event.originator_id) or self._cached_or_loaded(event.originator_id)
