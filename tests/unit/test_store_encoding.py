@@ -12,28 +12,21 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from eventsourcing.persistence import (
-    DatetimeAsISO,
-    DecimalAsStr,
-    JSONTranscoder,
-    UUIDAsHex,
-)
+from eventsourcing.persistence import JSONTranscoder
 
-from careledger.adapters.store import DataclassAsDict, DateAsISO, ledger_transcoder
+from careledger.adapters.store import ledger_transcoder
 from careledger.application.ledger import Inbound
 from careledger.bootstrap import build_ledger
 from careledger.settings import Settings
-from domain.values import Allocation, Award, Credit, LedgerEntry
 from producers.profiles import PROFILES
 from producers.simulator import simulate
 
 
 def library_transcoder() -> JSONTranscoder:
+    """The library's own writer with the store's transcodings registered."""
     transcoder = JSONTranscoder()
-    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), DateAsISO()):
+    for transcoding in ledger_transcoder().types.values():
         transcoder.register(transcoding)
-    for value_class in (LedgerEntry, Credit, Allocation, Award):
-        transcoder.register(DataclassAsDict(value_class))
     return transcoder
 
 
