@@ -129,6 +129,9 @@ class RedemptionRecord:
     counters: tuple[str, ...] = ()  # a catalogue reward's limit counters it filled
     key: str = ""  # the request's dedupe key (its usage's key)
     at: datetime | None = None
+    value: Decimal | None = None  # its money value, the payer class and the year it counts in
+    payer_class: str | None = None
+    value_year: int | None = None
 
 
 @dataclass(frozen=True)

@@ -522,7 +522,9 @@ class Ledger:
                 log.warning("referral not recorded: %s", exc.code)
         elif isinstance(event, PatientAccount.ReferralQualified):
             referrer = self._touch(program, event.referrer, touched)
-            referrer.pay_referrer_bonus(source.patient_id, event.qualified_at, program)
+            referrer.pay_referrer_bonus(
+                source.patient_id, event.qualified_at, program, withheld=event.withheld
+            )
 
     def _touch(
         self, program: Program, patient_id: str, touched: dict[UUID, PatientAccount]
