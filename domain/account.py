@@ -61,6 +61,7 @@ from domain.values import (
     Lot,
     Receipt,
     RedemptionRecord,
+    Standing,
 )
 
 ENTRY_KINDS = tuple(kind.value for kind in EntryKind)  # iterating an Enum is slow
@@ -802,17 +803,16 @@ class PatientAccount(Aggregate):
         return self.payer_changes[index - 1][2] if index else NO_CLASS
 
     @property
-    def marketing_consent(self) -> tuple[bool, datetime | None]:
-        """The latest marketing consent by event time, and since when (None: never told)."""
-        if not self.consent_changes:
-            return False, None
-        at, _, marketing = self.consent_changes[-1]
-        return marketing, at
-
-    @property
     def payer_class(self) -> str:
         """The latest payer class by event time."""
         return self.payer_changes[-1][2] if self.payer_changes else NO_CLASS
+
+    def standing(self) -> Standing:
+        """The latest marketing consent by event time (and since when) and payer class."""
+        marketing, since = False, None
+        if self.consent_changes:
+            since, _, marketing = self.consent_changes[-1]
+        return Standing(marketing, since, self.payer_class)
 
     def uses(self, counter: str) -> list[Use]:
         """The awards a limit counter has paid, by event time."""

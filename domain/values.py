@@ -135,6 +135,16 @@ class RedemptionRecord:
 
 
 @dataclass(frozen=True)
+class Standing:
+    """What the patient told the program about themselves, by event time: marketing consent
+    (since when; None: never told, so off) and the payer class in force last."""
+
+    marketing_consent: bool
+    marketing_consent_since: datetime | None
+    payer_class: str
+
+
+@dataclass(frozen=True)
 class Holdings:
     """What a patient holds besides points: benefits, memberships, vouchers, money wallets
     (shown by ``careledger balance`` in programs that have them)."""

@@ -32,7 +32,7 @@ from domain.errors import IdConflict, LedgerError, UnknownProgram
 from domain.ids import account_id
 from domain.program import Program
 from domain.rejection import RejectedInput
-from domain.values import Balance, Holdings, LedgerEntry
+from domain.values import Balance, Holdings, LedgerEntry, Standing
 from schemas.v1 import InteractionV1
 from schemas.validation import InvalidInteraction, parse_interaction
 
@@ -387,6 +387,12 @@ class Ledger:
         program = self._program(program_id)
         account = self.load_account(program_id, patient_id)
         return account.balance(program) if account else None
+
+    def standing(self, program_id: str, patient_id: str) -> Standing | None:
+        """Marketing consent and payer class, or ``None`` without an account."""
+        self._program(program_id)
+        account = self.load_account(program_id, patient_id)
+        return account.standing() if account else None
 
     def holdings(self, program_id: str, patient_id: str) -> Holdings | None:
         """Benefits, memberships, vouchers and money wallets, or ``None`` without an account."""

@@ -155,8 +155,10 @@ async def test_payer_rules_decide_by_the_class_in_force(database: Database) -> N
     assert outcome(ledger, "refr") == [("2025-01-20", "noted", 0, "referral_not_permitted")]
     balances = [ledger.balance(PROGRAM, patient) for patient in ("refr", "medd")]
     assert [b.available if b else None for b in balances] == [0, 100]
-    medi = ledger.load_account(PROGRAM, "medi")
-    assert medi is not None and medi.marketing_consent == (True, t("2025-02-01"))
+    medi = ledger.standing(PROGRAM, "medi")
+    assert medi is not None
+    assert (medi.marketing_consent, medi.marketing_consent_since) == (True, t("2025-02-01"))
+    assert medi.payer_class == "medicare"
 
     settings = settings_for(database)
     await catch_up(settings, ProjectionOptions(batch_size=5))
