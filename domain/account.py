@@ -44,7 +44,7 @@ from domain.interactions import (
     Void,
 )
 from domain.lots import spendable, take, trim
-from domain.payer import NO_CLASS, PAYER_CAP, PAYER_CATEGORY, REFERRAL_NOT_PERMITTED, applicable
+from domain.payer import NO_CLASS, REFERRAL_NOT_PERMITTED
 from domain.program import Downgrade, Program, ProgramVersion
 from domain.rewards import VOUCHER_VALIDITY, Membership, MoneyLot, Voucher, add_months, cents_down
 from domain.rules import streaks
@@ -947,7 +947,10 @@ class PatientAccount(Aggregate):
             described["reading_day"] = interaction.day
         elif isinstance(interaction, Engagement):
             described["action"] = interaction.action
-        excluded = self._payer_excluded(interaction, version)
+        excluded = None
+        if isinstance(interaction, Purchase):  # a category the payer rules never pay?
+            payer_class = self.payer_class_at(interaction.occurred_at)
+            excluded = payer.purchase_refusal(version.payer, payer_class, interaction.category)
         if excluded is not None:
             self._note(program, version, interaction, excluded)
         elif not decision.payouts:
@@ -1077,9 +1080,9 @@ class PatientAccount(Aggregate):
         refusal = None
         if reward is not None:
             refusal = self._reward_refusal(request, reward, version, program)
-        valued = self._valued(request, reward, points, version, program)
+        valued = self._valued(request, reward, points, program)
         if refusal is None:
-            refusal = self._payer_refusal(request.occurred_at, valued, version)
+            refusal = payer.cap_refusal(version.payer, valued, self.redemptions.values())
         if refusal is None and available < points:
             refusal = "insufficient_points"
         if refusal is not None:
@@ -1107,9 +1110,9 @@ class PatientAccount(Aggregate):
             entry=entry,
             partner_id=partner,
             counters=[limit.counter for limit in reward.limits] if reward else None,
-            value=valued[0],
-            payer_class=valued[1],
-            value_year=valued[2],
+            value=valued.value,
+            payer_class=valued.payer_class,
+            value_year=valued.year,
         )
         if reward is not None:
             self.trigger_event(
@@ -1309,58 +1312,20 @@ class PatientAccount(Aggregate):
 
     # ------------------------------------------------------------- payer rules
     def _valued(
-        self,
-        request: RedemptionRequest,
-        reward: Any,
-        points: int,
-        version: ProgramVersion,
-        program: Program,
-    ) -> tuple[Decimal | None, str, int]:
-        """A redemption's money value, the payer class in force and its calendar year."""
-        at = request.occurred_at
+        self, request: RedemptionRequest, reward: Any, points: int, program: Program
+    ) -> payer.Valued:
+        """A redemption's value, the payer class at its event time and its calendar year."""
         own = reward.value if reward is not None else None
+        at, zone = request.occurred_at, program.timezone
+        version = program.at(at)
         value = payer.reward_value(own, points, version.point_value)
-        return value, self.payer_class_at(at), at.astimezone(program.timezone).year
-
-    def _payer_refusal(
-        self, at: datetime, valued: tuple[Decimal | None, str, int], version: ProgramVersion
-    ) -> str | None:
-        """``payer_cap`` when the class in force is held to caps the reward would break.
-
-        The year's total counts every redemption of that calendar year still standing,
-        earlier or later in event time and whatever class it was made under: the cap is
-        the patient's, and a late redemption must not slip under it."""
-        value, payer_class, year = valued
-        rules = applicable(version.payer, payer_class)
-        if rules is None:
-            return None
-        if value is None:  # the loader requires values with payer rules: be safe anyway
-            return PAYER_CAP
-        total = sum(
-            (
-                r.value
-                for r in self.redemptions.values()
-                if r.status == "redeemed" and r.value_year == year and r.value is not None
-            ),
-            Decimal("0.00"),
-        )
-        return rules.redemption_refusal(value, total)
-
-    def _payer_excluded(self, interaction: Interaction, version: ProgramVersion) -> str | None:
-        """A purchase in a category the payer rules say never earns, for a federal class."""
-        if not isinstance(interaction, Purchase):
-            return None
-        rules = applicable(version.payer, self.payer_class_at(interaction.occurred_at))
-        if rules is not None and interaction.category in rules.never_earn:
-            return PAYER_CATEGORY
-        return None
+        return payer.Valued(value, self.payer_class_at(at), at.astimezone(zone).year)
 
     def _referral_withheld(self, at: datetime, version: ProgramVersion) -> str | None:
-        """``referral_not_permitted`` when this patient's class at ``at`` forbids bonuses."""
-        rules = applicable(version.payer, self.payer_class_at(at))
-        if rules is None or rules.referral_bonuses or not version.referral.enabled:
-            return None
-        return REFERRAL_NOT_PERMITTED
+        """Why this side's referral bonus may not be paid at ``at`` (None: it may)."""
+        return payer.referral_refusal(
+            version.payer, self.payer_class_at(at), version.referral.enabled
+        )
 
     def _withhold_referral(
         self, other: str, at: datetime, rule_id: str, version: ProgramVersion

@@ -10,9 +10,12 @@ Pure values and functions: no clock, no storage.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
+
+from domain.values import RedemptionRecord
 
 PAYER_CLASSES: Final = ("commercial", "medicare", "medicaid", "tricare", "self_pay", "other")
 NO_CLASS: Final = "other"  # the class of an account that was never told one
@@ -51,6 +54,56 @@ class PayerRules:
 def applicable(rules: PayerRules | None, payer_class: str) -> PayerRules | None:
     """The rules a patient of ``payer_class`` is held to under a version, if any."""
     return rules if rules is not None and rules.applies_to(payer_class) else None
+
+
+@dataclass(frozen=True)
+class Valued:
+    """A redemption's money value, the payer class in force at its event time and the
+    calendar year (program time zone) the caps count it in: what ``PointsRedeemed`` records."""
+
+    value: Decimal | None
+    payer_class: str
+    year: int
+
+
+def cap_refusal(
+    rules: PayerRules | None, valued: Valued, redemptions: Iterable[RedemptionRecord]
+) -> str | None:
+    """``payer_cap`` when the patient's class is held to caps the reward would break.
+
+    The year's total counts every redemption of that calendar year still standing, earlier
+    or later in event time and whatever class it was made under: the cap is the patient's,
+    and a late redemption must not slip under it."""
+    held = applicable(rules, valued.payer_class)
+    if held is None:
+        return None
+    if valued.value is None:  # the loader requires values with payer rules: be safe anyway
+        return PAYER_CAP
+    total = sum(
+        (
+            r.value
+            for r in redemptions
+            if r.status == "redeemed" and r.value_year == valued.year and r.value is not None
+        ),
+        Decimal("0.00"),
+    )
+    return held.redemption_refusal(valued.value, total)
+
+
+def purchase_refusal(rules: PayerRules | None, payer_class: str, category: str) -> str | None:
+    """``payer_category_excluded`` for a category that never earns for the patient's class."""
+    held = applicable(rules, payer_class)
+    return PAYER_CATEGORY if held is not None and category in held.never_earn else None
+
+
+def referral_refusal(
+    rules: PayerRules | None, payer_class: str, referral_enabled: bool
+) -> str | None:
+    """``referral_not_permitted`` when a bonus would be paid but the class forbids it."""
+    held = applicable(rules, payer_class)
+    if held is None or held.referral_bonuses or not referral_enabled:
+        return None
+    return REFERRAL_NOT_PERMITTED
 
 
 def reward_value(
