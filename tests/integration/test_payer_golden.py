@@ -21,12 +21,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
 from careledger.application.ledger import Ledger
 from projections.database import ReadModelsOutdated, connect
 from projections.runner import ProjectionOptions
-from projections.service import catch_up, rebuild
+from projections.service import catch_up, open_projector, rebuild
 from tests.conftest import Database
 from tests.events import cloudevent
 from tests.integration.test_projections_support import apply, dump, ledger_for, settings_for
@@ -192,6 +193,19 @@ async def test_payer_rules_decide_by_the_class_in_force(database: Database) -> N
     assert await dump(settings) == followed
     await rebuild(settings, ProjectionOptions(batch_size=2, account_cache=1, rebuild_workers=3))
     assert await dump(settings) == followed
+
+
+async def test_the_projector_counts_refusals_by_reason_code_only(database: Database) -> None:
+    settings = settings_for(database)
+    apply(ledger_for(database), history())
+    registry = CollectorRegistry()
+    async with open_projector(settings, ProjectionOptions(batch_size=3), registry) as projector:
+        await projector.catch_up()
+    name = "careledger_refusals_total"
+    assert registry.get_sample_value(name, {"reason": "payer_cap"}) == 4
+    assert registry.get_sample_value(name, {"reason": "referral_not_permitted"}) == 2
+    (refusals,) = [m for m in registry.collect() if m.name == "careledger_refusals"]
+    assert {label for s in refusals.samples for label in s.labels} == {"reason"}
 
 
 async def test_read_models_built_before_the_payer_tables_are_rebuilt(database: Database) -> None:
