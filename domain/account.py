@@ -20,12 +20,13 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain import errors
+from domain import errors, payer
 from domain.entries import entries_of
 from domain.ids import account_id, derived_id, interaction_key
 from domain.interactions import (
     Adjustment,
     ConsentChange,
+    CoverageChange,
     Engagement,
     Enrolment,
     Interaction,
@@ -43,6 +44,7 @@ from domain.interactions import (
     Void,
 )
 from domain.lots import spendable, take, trim
+from domain.payer import NO_CLASS, REFERRAL_NOT_PERMITTED
 from domain.program import Downgrade, Program, ProgramVersion
 from domain.rewards import VOUCHER_VALIDITY, Membership, MoneyLot, Voucher, add_months, cents_down
 from domain.rules import streaks
@@ -59,6 +61,7 @@ from domain.values import (
     Lot,
     Receipt,
     RedemptionRecord,
+    Standing,
 )
 
 ENTRY_KINDS = tuple(kind.value for kind in EntryKind)  # iterating an Enum is slow
@@ -73,6 +76,7 @@ NOT_VOIDABLE = frozenset(
         "interaction.voided",
         "points.adjusted",
         "consent.changed",
+        "coverage.changed",
         # the rewards side has its own undo: cancel the redemption or the membership
         "reward.used",
         "membership.purchased",
@@ -91,6 +95,7 @@ MECHANICS = frozenset(
         "interaction.voided",
         "points.adjusted",
         "consent.changed",
+        "coverage.changed",
     }
 )
 
@@ -124,6 +129,21 @@ class PatientAccount(Aggregate):
     class PatientEnrolled(Accepted):
         channel: str
         referred_by: str | None
+        payer_class: str | None = None  # None: not told (and before payer classes existed)
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._accept(self)
+            if self.payer_class is not None:
+                aggregate._change_payer(self.occurred_at, self.payer_class)
+
+    class CoverageChanged(Accepted):
+        """The patient's payer class from now on (``other`` until the first one is told)."""
+
+        payer_class: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._accept(self)
+            aggregate._change_payer(self.occurred_at, self.payer_class)
 
     class InteractionNoted(Accepted):
         """Accepted, but no rule paid: ``outcome`` is the reason code (a cap, no rule)."""
@@ -363,6 +383,11 @@ class PatientAccount(Aggregate):
         entry: LedgerEntry
         partner_id: str | None = None  # where it was redeemed (None: home, or no coalition)
         counters: list[str] | None = None  # the catalogue reward's limit counters
+        # Its money value (None: unknown, or recorded before rewards had one), the payer
+        # class in force and the calendar year (program time zone) payer caps count it in.
+        value: Decimal | None = None
+        payer_class: str | None = None
+        value_year: int | None = None
 
         def apply(self, aggregate: Any) -> None:
             aggregate._accept(self)
@@ -389,6 +414,10 @@ class PatientAccount(Aggregate):
         expired: list[Allocation]
         debt_repaid: int
         entries: list[LedgerEntry]
+        # the cancelled redemption's value, class and year (what it no longer counts)
+        value: Decimal | None = None
+        payer_class: str | None = None
+        value_year: int | None = None
 
         def apply(self, aggregate: Any) -> None:
             aggregate._accept(self)
@@ -452,11 +481,28 @@ class PatientAccount(Aggregate):
         referrer: str
         qualified_at: datetime
         credit: Credit | None
+        withheld: str | None = None  # why neither side is paid (payer rules), if so
 
         def apply(self, aggregate: Any) -> None:
             aggregate.referral_qualified = True
             if self.credit is not None:
                 aggregate._credit(self.credit)
+
+    class ReferralBonusWithheld(Aggregate.Event):
+        """A referral qualified but its bonus to this side may not be paid (a federal payer
+        class): a zero statement line with ``reason``, once per referral and side."""
+
+        source: str  # careledger:referral
+        source_id: str  # the other side's patient id
+        occurred_at: datetime  # the qualifying visit
+        rule_id: str  # referral.referee | referral.referrer
+        reason: str
+        program_version: str
+        explains_nothing_paid = True
+
+        def apply(self, aggregate: Any) -> None:
+            if self.rule_id == "referral.referrer":
+                aggregate.referees_paid.add(self.source_id)
 
     class ReferrerBonusEarned(Aggregate.Event):
         referee: str
@@ -571,6 +617,8 @@ class PatientAccount(Aggregate):
         self.streak_payments: dict[date, int] = {}
         # Marketing consent by event time (ties in arrival order); off until the first.
         self.consent_changes: list[tuple[datetime, int, bool]] = []
+        # Payer classes by event time (ties in arrival order); ``other`` until the first.
+        self.payer_changes: list[tuple[datetime, int, str]] = []
         # A lower bound on the next lot expiry (None: unknown), a cache kept by apply().
         self._expiry_floor: datetime | None = None
         self.lifetime = dict.fromkeys(ENTRY_KINDS, 0)
@@ -610,6 +658,13 @@ class PatientAccount(Aggregate):
             case ConsentChange():
                 self._trigger_accepted(
                     program, self.ConsentChanged, interaction, marketing=interaction.marketing
+                )
+            case CoverageChange():
+                self._trigger_accepted(
+                    program,
+                    self.CoverageChanged,
+                    interaction,
+                    payer_class=interaction.payer_class,
                 )
             case RewardUse():
                 self._trigger_accepted(
@@ -687,10 +742,24 @@ class PatientAccount(Aggregate):
         )
         self._check_referral_qualifies(program)
 
-    def pay_referrer_bonus(self, referee: str, qualified_at: datetime, program: Program) -> None:
-        """Pay this (referring) account for a referee that qualified; once per referee."""
+    def pay_referrer_bonus(
+        self,
+        referee: str,
+        qualified_at: datetime,
+        program: Program,
+        withheld: str | None = None,
+    ) -> None:
+        """Pay this (referring) account for a referee that qualified; once per referee.
+
+        ``withheld``: the referee's side found the bonus not permitted (its payer class at
+        the qualifying visit); this side also withholds it when its own class then is held
+        to payer rules that forbid referral bonuses."""
         version = program.at(qualified_at)
         if referee in self.referees_paid or not version.referral.enabled:
+            return
+        withheld = withheld or self._referral_withheld(qualified_at, version)
+        if withheld is not None:
+            self._withhold_referral(referee, qualified_at, "referral.referrer", version)
             return
         (credit,) = self._credits(
             version,
@@ -727,6 +796,23 @@ class PatientAccount(Aggregate):
         """Whether the patient consented to marketing messages at ``at``."""
         index = bisect_right(self.consent_changes, at, key=lambda change: change[0])
         return self.consent_changes[index - 1][2] if index else False
+
+    def payer_class_at(self, at: datetime) -> str:
+        """The payer class in force at ``at``, by the account's coverage history."""
+        index = bisect_right(self.payer_changes, at, key=lambda change: change[0])
+        return self.payer_changes[index - 1][2] if index else NO_CLASS
+
+    @property
+    def payer_class(self) -> str:
+        """The latest payer class by event time."""
+        return self.payer_changes[-1][2] if self.payer_changes else NO_CLASS
+
+    def standing(self) -> Standing:
+        """The latest marketing consent by event time (and since when) and payer class."""
+        marketing, since = False, None
+        if self.consent_changes:
+            since, _, marketing = self.consent_changes[-1]
+        return Standing(marketing, since, self.payer_class)
 
     def uses(self, counter: str) -> list[Use]:
         """The awards a limit counter has paid, by event time."""
@@ -861,7 +947,13 @@ class PatientAccount(Aggregate):
             described["reading_day"] = interaction.day
         elif isinstance(interaction, Engagement):
             described["action"] = interaction.action
-        if not decision.payouts:
+        excluded = None
+        if isinstance(interaction, Purchase):  # a category the payer rules never pay?
+            payer_class = self.payer_class_at(interaction.occurred_at)
+            excluded = payer.purchase_refusal(version.payer, payer_class, interaction.category)
+        if excluded is not None:
+            self._note(program, version, interaction, excluded)
+        elif not decision.payouts:
             deciding = next(
                 (s.rule_id for s in decision.steps if s.outcome == decision.reason), None
             )
@@ -933,6 +1025,7 @@ class PatientAccount(Aggregate):
             enrolment,
             channel=enrolment.channel,
             referred_by=enrolment.referred_by,
+            payer_class=enrolment.payer_class,
         )
         if enrolment.referred_by is not None:
             self.note_referral(
@@ -987,6 +1080,9 @@ class PatientAccount(Aggregate):
         refusal = None
         if reward is not None:
             refusal = self._reward_refusal(request, reward, version, program)
+        valued = self._valued(request, reward, points, program)
+        if refusal is None:
+            refusal = payer.cap_refusal(version.payer, valued, self.redemptions.values())
         if refusal is None and available < points:
             refusal = "insufficient_points"
         if refusal is not None:
@@ -1014,6 +1110,9 @@ class PatientAccount(Aggregate):
             entry=entry,
             partner_id=partner,
             counters=[limit.counter for limit in reward.limits] if reward else None,
+            value=valued.value,
+            payer_class=valued.payer_class,
+            value_year=valued.year,
         )
         if reward is not None:
             self.trigger_event(
@@ -1072,6 +1171,9 @@ class PatientAccount(Aggregate):
             expired=dead,
             debt_repaid=debt_repaid,
             entries=entries,
+            value=record.value,
+            payer_class=record.payer_class,
+            value_year=record.value_year,
         )
         voucher = self.vouchers.get(cancel.redemption_id)
         if voucher is not None and voucher.status == "issued":
@@ -1207,6 +1309,36 @@ class PatientAccount(Aggregate):
             if not allowed:
                 return "reward_limit_reached"
         return None
+
+    # ------------------------------------------------------------- payer rules
+    def _valued(
+        self, request: RedemptionRequest, reward: Any, points: int, program: Program
+    ) -> payer.Valued:
+        """A redemption's value, the payer class at its event time and its calendar year."""
+        own = reward.value if reward is not None else None
+        at, zone = request.occurred_at, program.timezone
+        version = program.at(at)
+        value = payer.reward_value(own, points, version.point_value)
+        return payer.Valued(value, self.payer_class_at(at), at.astimezone(zone).year)
+
+    def _referral_withheld(self, at: datetime, version: ProgramVersion) -> str | None:
+        """Why this side's referral bonus may not be paid at ``at`` (None: it may)."""
+        return payer.referral_refusal(
+            version.payer, self.payer_class_at(at), version.referral.enabled
+        )
+
+    def _withhold_referral(
+        self, other: str, at: datetime, rule_id: str, version: ProgramVersion
+    ) -> None:
+        self.trigger_event(
+            self.ReferralBonusWithheld,
+            source="careledger:referral",
+            source_id=other,
+            occurred_at=at,
+            rule_id=rule_id,
+            reason=REFERRAL_NOT_PERMITTED,
+            program_version=version.version,
+        )
 
     def _on_membership_purchase(
         self, purchase: MembershipPurchase, program: Program, version: ProgramVersion
@@ -1478,21 +1610,29 @@ class PatientAccount(Aggregate):
         first_visit = self.first_visit_at
         if first_visit is None:
             return
-        referral = program.at(first_visit).referral
+        version = program.at(first_visit)
+        referral = version.referral
         if not timedelta(0) <= first_visit - self.referred_at <= referral.window:
             return
         credit = None
-        if referral.enabled:
+        withheld = self._referral_withheld(first_visit, version)
+        if referral.enabled and withheld is None:
             (credit,) = self._credits(
-                program.at(first_visit),
+                version,
                 [(referral.referee_bonus, EntryKind.BONUS, "referral.referee")],
                 source="careledger:referral",
                 source_id=self.referrer,
                 occurred_at=first_visit,
             )
         self.trigger_event(
-            self.ReferralQualified, referrer=self.referrer, qualified_at=first_visit, credit=credit
+            self.ReferralQualified,
+            referrer=self.referrer,
+            qualified_at=first_visit,
+            credit=credit,
+            withheld=withheld,
         )
+        if withheld is not None:
+            self._withhold_referral(self.referrer, first_visit, "referral.referee", version)
 
     def _note(
         self, program: Program, version: ProgramVersion, interaction: Interaction, outcome: str
@@ -1704,6 +1844,9 @@ class PatientAccount(Aggregate):
         if self._expiry_floor is not None and expires_at < self._expiry_floor:
             self._expiry_floor = expires_at
 
+    def _change_payer(self, at: datetime, payer_class: str) -> None:
+        insort(self.payer_changes, (at, len(self.payer_changes), payer_class))
+
     def _change_tier(self, tier: str, at: datetime) -> None:
         self.tier = tier
         self.below_since = None
@@ -1727,6 +1870,9 @@ class PatientAccount(Aggregate):
             counters,
             key,
             event.occurred_at,
+            event.value,
+            event.payer_class,
+            event.value_year,
         )
         for counter in counters:  # a catalogue reward's limits count its redemptions
             insort(self.usage.setdefault(counter, []), Use(event.occurred_at, key, 1))

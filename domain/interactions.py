@@ -27,6 +27,7 @@ class Interaction:
 class Enrolment(Interaction):
     channel: str
     referred_by: str | None = None
+    payer_class: str | None = None  # who pays for the patient's care (None: not told)
     kind = "patient.enrolled"
 
 
@@ -173,6 +174,15 @@ class ConsentChange(Interaction):
     kind = "consent.changed"
 
 
+@dataclass(frozen=True, kw_only=True)
+class CoverageChange(Interaction):
+    """The patient's payer class (``domain.payer.PAYER_CLASSES``), in force from the event
+    time: federal classes bring a program's payer rules into play."""
+
+    payer_class: str
+    kind = "coverage.changed"
+
+
 # Interactions that do not make a patient "active" for retention: they move points or money
 # but are not engagement with care.
 NOT_ENGAGEMENT = frozenset(
@@ -183,6 +193,7 @@ NOT_ENGAGEMENT = frozenset(
         "interaction.voided",
         "points.adjusted",
         "consent.changed",
+        "coverage.changed",
         "membership.purchased",
         "membership.cancelled",
         "prepayment.recorded",

@@ -16,6 +16,7 @@ from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from domain.payer import PayerRules
 from domain.rules.limits import Limit
 from domain.rules.rule import Rule
 
@@ -159,6 +160,7 @@ class ProgramVersion:
     plans: dict[str, Plan] = field(default_factory=dict)
     cashback: Cashback | None = None
     prepaid: Prepaid | None = None
+    payer: PayerRules | None = None  # limits for federally insured patients (None: none)
     tier_names: tuple[str, ...] = field(init=False)
     earning_rules: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
     boosts: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)

@@ -129,6 +129,19 @@ class RedemptionRecord:
     counters: tuple[str, ...] = ()  # a catalogue reward's limit counters it filled
     key: str = ""  # the request's dedupe key (its usage's key)
     at: datetime | None = None
+    value: Decimal | None = None  # its money value, the payer class and the year it counts in
+    payer_class: str | None = None
+    value_year: int | None = None
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the patient told the program about themselves, by event time: marketing consent
+    (since when; None: never told, so off) and the payer class in force last."""
+
+    marketing_consent: bool
+    marketing_consent_since: datetime | None
+    payer_class: str
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,15 @@ import orjson
 from producers import habits as h
 from producers.holdings import Holdings, Membership, add_months
 from producers.patients import Patient, Points
-from producers.profiles import CLINIC_DEFAULT, Plan, Reward, Shelf, TrafficProfile, period_key
+from producers.profiles import (
+    CLINIC_DEFAULT,
+    Payers,
+    Plan,
+    Reward,
+    Shelf,
+    TrafficProfile,
+    period_key,
+)
 
 Event = dict[str, Any]
 _Action = Callable[[int, Patient, Any], None]
@@ -41,7 +49,7 @@ _Action = Callable[[int, Patient, Any], None]
 # short-lived tuples promoted to the oldest generation made full collections half the runtime.
 (_ENROL, _VISIT, _STEPS, _REDEEM, _REFER, _PLAN_YEAR, _ASSESS, _CHECKUP, _VOID, _CANCEL,
  _PURCHASE, _ENGAGE, _LATE_READINGS, _MEMBERSHIP, _END_MEMBERSHIP, _USE_VOUCHER,
- _PREPAY) = range(17)  # fmt: skip
+ _PREPAY, _COVER) = range(18)  # fmt: skip
 _ACTION_BITS: Final = 5
 _PATIENT_BITS: Final = 32
 _T = TypeVar("_T")
@@ -67,6 +75,20 @@ class _Picker:
 
 _VISIT_TYPES: Final = _Picker([(name, spec[0]) for name, spec in h.VISITS.items()])
 _RATINGS: Final = _Picker(h.RATINGS)
+
+
+def _share(index: int, salt: int) -> float:
+    """A fixed number in [0, 1) for a patient (a hash, not a draw: the traffic stays the same)."""
+    return (index * salt * 2654435761 % 2**32) / 2**32
+
+
+def _payer_class(payers: Payers, index: int) -> str:
+    share, point = 0.0, _share(index, 1)
+    for payer_class, weight in payers.mix:
+        share += weight
+        if point < share:
+            return payer_class
+    return payers.mix[-1][0]
 
 
 class Clinic:
@@ -120,6 +142,7 @@ class Clinic:
             self._end_membership,
             self._use_voucher,
             self._prepay,
+            self._cover,
         )
         self._today: list[tuple[int, int, bytes, str, str]] = []
         self._day = -1
@@ -243,6 +266,11 @@ class Clinic:
             referrer = self._someone_enrolled(besides=patient)
         if referrer is not None:
             data["referred_by"] = referrer
+        payers = self._profile.payers
+        if payers is not None:
+            data["payer_class"] = patient.payer_class = _payer_class(payers, patient.index)
+            if _share(patient.index, 7919) < payers.change_share:  # no draw: same traffic
+                self._schedule(day + 30 + patient.index % 300, _COVER, patient)
         self._emit(self._second(8, 21), patient, "patient.enrolled", source, data)
         if habit.churns:
             wait = rng.expovariate(1 / self._population.churn_mean_days)
@@ -447,7 +475,7 @@ class Clinic:
         reward: Reward = rng.choice(choices)
         available, points = self._budget(day, patient, reward), reward.points
         redemption_id = self._request(patient, reward)
-        if points <= available:
+        if points <= available and not self._capped(patient, points):
             pool = patient.pools.get(reward.partner_id or "")
             if pool is None:
                 patient.spend(day, points)
@@ -456,8 +484,36 @@ class Clinic:
                     spent.spend(day, min(points, spent.available(day)))
             # Only cancel what surely went through: the estimate of the balance is rough, and a
             # cancellation of a redemption the ledger rejected is (rightly) refused.
-            if points <= available * h.SURE_SHARE and rng.random() < h.CANCEL_SHARE:
+            federal = self._federal(patient)  # (a cancellation would free cap room: unmodelled)
+            if points <= available * h.SURE_SHARE and rng.random() < h.CANCEL_SHARE and not federal:
                 self._schedule(day + rng.randint(1, 10), _CANCEL, patient, redemption_id)
+
+    def _federal(self, patient: Patient) -> bool:
+        payers = self._profile.payers
+        return payers is not None and patient.payer_class in payers.federal
+
+    def _capped(self, patient: Patient, points: int) -> bool:
+        """Whether the ledger refuses this redemption ``payer_cap``; counts it when not.
+
+        Every redemption of the year counts toward it, as in the ledger, whatever the class
+        it was made under."""
+        payers, year = self._profile.payers, self._iso_day[:4]
+        if payers is None:
+            return False
+        total = patient.capped.get(year, 0)
+        if self._federal(patient) and (
+            points > payers.item_cap_points or total + points > payers.year_cap_points
+        ):
+            return True
+        patient.capped[year] = total + points
+        return False
+
+    def _cover(self, day: int, patient: Patient, _: Any) -> None:
+        """A coverage change: a federal class leaves it for commercial cover, any other
+        becomes medicare (turning 65)."""
+        patient.payer_class = "commercial" if self._federal(patient) else "medicare"
+        data: Event = {"payer_class": patient.payer_class}
+        self._emit(self._second(8, 18), patient, "coverage.changed", h.PORTAL, data)
 
     def _budget(self, day: int, patient: Patient, reward: Reward) -> int:
         """What the patient can surely spend on ``reward``: points a partner restricts to

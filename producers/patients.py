@@ -68,6 +68,7 @@ class Patient(Points):
     spendable anywhere in the program."""
 
     __slots__ = (
+        "capped",
         "churn_day",
         "device",
         "enrolled",
@@ -76,6 +77,7 @@ class Patient(Points):
         "index",
         "join_day",
         "late",
+        "payer_class",
         "pid",
         "pools",
         "referred",
@@ -103,6 +105,8 @@ class Patient(Points):
         self.pools: dict[str, Points] = {}
         self.uses: dict[str, tuple[str, int]] = {}  # counter -> (its current period, awards)
         self.holdings: Holdings | None = None  # memberships, wallets, stamps (some programs)
+        self.payer_class: str | None = None  # told on enrolment (programs with payer rules)
+        self.capped: dict[str, int] = {}  # year -> points of its redemptions that year
 
     def earn(self, day: int, points: int) -> None:
         """Add base ``points``; an active membership's multiplier applies in the balance."""

@@ -135,6 +135,20 @@ class Wearables:
 
 
 @dataclass(frozen=True)
+class Payers:
+    """Who pays for the patients' care (``patient.enrolled.payer_class``, by a fixed mix),
+    some coverages changing once later (``coverage.changed``), and the program's payer caps
+    in points at its point value (docs/rules.md "Payer rules"), so the simulator never
+    counts, nor cancels, a redemption the ledger refuses ``payer_cap``."""
+
+    mix: tuple[tuple[str, float], ...]  # (payer class, share of patients)
+    change_share: float  # patients whose coverage changes once after they enrol
+    item_cap_points: int
+    year_cap_points: int
+    federal: frozenset[str] = frozenset({"medicare", "medicaid", "tricare"})
+
+
+@dataclass(frozen=True)
 class TrafficProfile:
     """A program's simulated traffic. ``tag`` goes in front of every event id, so the traffic
     of several programs can share one ledger (ids are unique across it)."""
@@ -165,6 +179,7 @@ class TrafficProfile:
     memberships: Memberships | None = None
     wallets: Wallets | None = None
     stamps: Stamps | None = None
+    payers: Payers | None = None
 
     @property
     def has_holdings(self) -> bool:
@@ -206,6 +221,21 @@ def _heavy(loyal: Habit, churning: Habit) -> Population:
     )
 
 
+# A US clinic's payer mix, opt-in (``--payers``: the default traffic stays byte for byte what
+# it was); clinic-default values 1,000 points at 10.00 USD and caps federal
+# classes at 15.00 a reward and 75.00 a calendar year.
+CLINIC_PAYERS: Final = Payers(
+    mix=(
+        ("commercial", 0.55),
+        ("medicare", 0.20),
+        ("medicaid", 0.15),
+        ("tricare", 0.03),
+        ("self_pay", 0.07),
+    ),
+    change_share=0.05,
+    item_cap_points=1500,
+    year_cap_points=7500,
+)
 CLINIC_DEFAULT: Final = TrafficProfile(DEFAULT_PROGRAM_ID, h.POPULATIONS)
 
 # -- coalition-health: partners' purchases, clinic visits (no co-pay), portal engagement ------
@@ -416,3 +446,18 @@ PROFILES: Final[Mapping[str, TrafficProfile]] = {
         CLINIC_DISCOUNTS,
     )
 }
+
+
+# Programs whose traffic can carry payer classes (``--payers``): those with payer rules.
+PAYERS: Final[Mapping[str, Payers]] = {DEFAULT_PROGRAM_ID: CLINIC_PAYERS}
+
+
+def profile_for(program_id: str, payers: bool = False) -> TrafficProfile:
+    """The program's traffic profile, with its payer mix when ``payers`` (programs in
+    ``PAYERS`` only: raises ``ValueError`` for another)."""
+    profile = PROFILES[program_id]
+    if not payers:
+        return profile
+    if program_id not in PAYERS:
+        raise ValueError(f"--payers: {program_id} has no payer rules ({', '.join(PAYERS)} has)")
+    return replace(profile, payers=PAYERS[program_id])

@@ -87,6 +87,19 @@ class EngagementDelta:
 ENGAGEMENT_COLUMNS = tuple(f.name for f in fields(EngagementDelta))
 
 Partner = str  # '' in programs without partners
+RewardValueKey = tuple[str, str, int, str]  # program, patient, year, payer class
+RefusalKey = tuple[str, date, str]  # program, month, reason code
+
+
+@dataclass
+class RewardValueDelta:
+    """Additive changes to one ``reward_value_by_year`` row."""
+
+    redemptions: int = 0
+    value: Decimal = Decimal("0.00")
+
+
+REWARD_VALUE_COLUMNS = tuple(f.name for f in fields(RewardValueDelta))
 
 
 @dataclass
@@ -113,6 +126,21 @@ class Sums:
     settlement: dict[tuple[str, Partner, Partner, date], int] = field(default_factory=dict)
     engagement: dict[tuple[str, date, str], EngagementDelta] = field(default_factory=dict)
     memberships: dict[tuple[str, date], MembershipKpiDelta] = field(default_factory=dict)
+    reward_values: dict[RewardValueKey, RewardValueDelta] = field(default_factory=dict)
+    refusals: dict[RefusalKey, int] = field(default_factory=dict)
+
+    def reward_value(self, key: RewardValueKey, redemptions: int, value: Decimal) -> None:
+        """A redemption of ``value`` counted (1) or, cancelled, taken back (-1)."""
+        delta = self.reward_values.get(key)
+        if delta is None:
+            delta = self.reward_values[key] = RewardValueDelta()
+        delta.redemptions += redemptions
+        delta.value += value
+
+    def refused(self, program_id: str, month: date, reason: str) -> None:
+        """One more statement line that paid nothing, for ``reason``."""
+        key = (program_id, month, reason)
+        self.refusals[key] = self.refusals.get(key, 0) + 1
 
     def membership_month(self, program_id: str, month: date) -> MembershipKpiDelta:
         key = (program_id, month)
@@ -166,6 +194,10 @@ class Sums:
             total.interactions += engagement.interactions
             total.awarded += engagement.awarded
             total.points += engagement.points
+        for valued, delta in other.reward_values.items():
+            self.reward_value(valued, delta.redemptions, delta.value)
+        for refusal, count in other.refusals.items():
+            self.refusals[refusal] = self.refusals.get(refusal, 0) + count
         for month, kpis in other.memberships.items():
             into_month = self.memberships.setdefault(month, MembershipKpiDelta())
             for name in MEMBERSHIP_KPI_COLUMNS:
@@ -349,6 +381,8 @@ class BatchChanges:
     membership_changes: dict[MembershipKey, list[MembershipChange]] = field(default_factory=dict)
     benefit_changes: list[BenefitChange] = field(default_factory=list)
     wallets: dict[AccountKey, WalletDelta] = field(default_factory=dict)
+    # The latest marketing consent by event time of each account the batch changed it for.
+    consents: dict[AccountKey, tuple[bool, datetime]] = field(default_factory=dict)
     position: int = 0
     last_event_at: datetime | None = None
 

@@ -18,6 +18,7 @@ from domain.account import PatientAccount
 from domain.entries import NOTED
 from domain.ids import derived_id
 from domain.interactions import NOT_ENGAGEMENT, Engagement
+from domain.payer import NO_CLASS
 from domain.values import EntryKind
 from projections.changes import (
     CENT,
@@ -41,6 +42,7 @@ from projections.stored import (
     Allocation,
     BenefitsFacts,
     CashbackExpiredFacts,
+    ConsentFacts,
     Entry,
     Facts,
     MembershipFacts,
@@ -55,6 +57,7 @@ from projections.stored import (
     VoucherEndedFacts,
     VoucherFacts,
     VoucherUsedFacts,
+    WithheldFacts,
     Wrapped,
 )
 
@@ -105,6 +108,8 @@ class Fold:
             BenefitsFacts: self._benefits,
             PrepaymentFacts: self._prepayment,
             CashbackExpiredFacts: self._cashback_expired,
+            ConsentFacts: self._consent,
+            WithheldFacts: self._withheld,
         }
 
     def apply(self, recorded: Recorded) -> None:
@@ -158,6 +163,20 @@ class Fold:
         reason = facts.outcome or facts.reason
         if facts.ledger_entries() or reason is None:
             return
+        self._put_noted(recorded, row, reason)
+
+    def _withheld(self, recorded: Recorded) -> None:
+        """A referral bonus the payer rules forbid: its zero line, at the qualifying visit."""
+        row = self._account(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, WithheldFacts)
+        self._put_noted(recorded, row, facts.reason)
+
+    def _put_noted(self, recorded: Recorded, row: BalanceRow, reason: str) -> None:
+        """The zero-point ``noted`` row of an event that paid nothing, counted by reason."""
+        facts = recorded.facts
+        assert isinstance(facts, NotedFacts | WithheldFacts)
+        at = facts.occurred_at.value
         entry_id = derived_id(str(recorded.originator_id), facts.source, facts.source_id, NOTED)
         self._put(
             (
@@ -171,12 +190,22 @@ class Fold:
                 facts.program_version or "",
                 facts.source,
                 facts.source_id,
-                facts.occurred_at.value,
+                at,
                 row.updated_at,
                 reason,
                 None,
             )
         )
+        self.changes.sums.refused(row.program_id, month_of(at), reason)
+
+    def _consent(self, recorded: Recorded) -> None:
+        row = self._accept(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, ConsentFacts)
+        key, at = (row.program_id, row.patient_id), facts.occurred_at.value
+        latest = self.changes.consents.get(key)
+        if latest is None or at >= latest[1]:  # ties: the later in ledger order, as the account
+            self.changes.consents[key] = (facts.marketing, at)
 
     def _rejected(self, recorded: Recorded) -> None:
         facts = recorded.facts
@@ -424,6 +453,11 @@ class Fold:
         if facts.interaction == ENGAGEMENT:
             self._engagement(row, facts, month_of(utc))
         self._payment_wallets(row, facts)
+        if facts.value_year is not None and facts.value is not None:  # a valued redemption
+            back = recorded.cls is PatientAccount.RedemptionCancelled
+            valued = (program_id, patient_id, facts.value_year, facts.payer_class or NO_CLASS)
+            value = facts.value.value
+            changes.sums.reward_value(valued, -1 if back else 1, -value if back else value)
         return row
 
     def _entry(self, row: BalanceRow, entry: Entry, recorded_at: datetime) -> None:

@@ -1,6 +1,7 @@
 """Prometheus metrics of the projections, on an injected registry.
 
-Labels are projection names, table names and program ids: never patient ids (ADR 0003).
+Labels are projection names, table names, program ids and reason codes: never patient ids
+(ADR 0003).
 Units are base units: events, rows, seconds.
 """
 
@@ -60,6 +61,13 @@ class ProjectionMetrics:
             "Duration of one projection transaction (a batch and its position).",
             ["projection"],
             buckets=TRANSACTION_BUCKETS,
+            registry=r,
+        )
+        self.refusals = Counter(
+            "careledger_refusals_total",
+            "Statement lines that paid nothing (refused redemptions, capped or excluded "
+            "earnings, withheld referral bonuses) applied to the read models, by reason code.",
+            ["reason"],
             registry=r,
         )
         self.retention = Gauge(

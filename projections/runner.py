@@ -210,6 +210,8 @@ class Projector:
         self.position, self.last_event_at = changes.position, changes.last_event_at
         self.cohorts.changed(program_id for program_id, _, _ in changes.months)
         self._observe(len(batch), written, time.perf_counter() - started)
+        for (_, _, reason), count in changes.sums.refusals.items():
+            self.metrics.refusals.labels(reason).inc(count)
 
     async def _accounts(self, conn: AsyncConnection, ids: set[UUID]) -> dict[UUID, BalanceRow]:
         rows = {key: self._rows[key] for key in ids if key in self._rows}

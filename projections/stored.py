@@ -139,6 +139,11 @@ class AcceptedFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
     cashback_drawn: list[tuple[str, Wrapped[Decimal]]] | None = None  # (lot, amount)
     prepaid_drawn: Wrapped[Decimal] | None = None
     prepayment_discount_percent: int | None = None
+    # PointsRedeemed and RedemptionCancelled: the reward's money value, the payer class in
+    # force and the calendar year the payer caps count it in (reward_value_by_year)
+    value: Wrapped[Decimal] | None = None
+    payer_class: str | None = None
+    value_year: int | None = None
 
 
 class NotedFacts(AcceptedFacts, frozen=True, gc=False, kw_only=True):
@@ -150,6 +155,24 @@ class NotedFacts(AcceptedFacts, frozen=True, gc=False, kw_only=True):
     reason: str | None = None  # RedemptionRejected
     rule_id: str | None = None
     program_version: str | None = None
+
+
+class ConsentFacts(AcceptedFacts, frozen=True, gc=False, kw_only=True):
+    """ConsentChanged: marketing consent from its event time on (marketing_consent)."""
+
+    marketing: bool
+
+
+class WithheldFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
+    """ReferralBonusWithheld: a zero statement line for a bonus the payer rules forbid (not
+    an interaction: it is the referral's, dated at the qualifying visit)."""
+
+    source: str
+    source_id: str
+    occurred_at: Wrapped[datetime]
+    rule_id: str
+    reason: str
+    program_version: str
 
 
 class QualifyingFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
@@ -237,6 +260,8 @@ _FACTS: tuple[tuple[type, type[Facts]], ...] = (
     (PatientAccount.BenefitsChanged, BenefitsFacts),
     (PatientAccount.PrepaymentRecorded, PrepaymentFacts),
     (PatientAccount.CashbackExpired, CashbackExpiredFacts),
+    (PatientAccount.ConsentChanged, ConsentFacts),
+    (PatientAccount.ReferralBonusWithheld, WithheldFacts),
     (PatientAccount.Accepted, AcceptedFacts),
     (PatientAccount.QualifyingPointsChanged, QualifyingFacts),
     (PatientAccount.TierChanged, TierFacts),
@@ -247,6 +272,8 @@ _FACTS: tuple[tuple[type, type[Facts]], ...] = (
 
 def facts_type(cls: type) -> type[Facts]:
     """Which facts the read models read of events of class ``cls``."""
+    if cls is PatientAccount.ReferralBonusWithheld:
+        return WithheldFacts  # explains a bonus not paid, but is no interaction of its own
     if issubclass(cls, PatientAccount.Accepted) and getattr(cls, "explains_nothing_paid", False):
         return NotedFacts  # (the same mark statement_lines_of reads)
     return next((facts for base, facts in _FACTS if issubclass(cls, base)), Facts)

@@ -356,6 +356,40 @@ wallets = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
+# Compliance (docs/analysts.md): what rewards were worth, per patient, calendar year (program
+# time zone) and the payer class in force at each redemption; cancelled ones taken back.
+reward_value_by_year = Table(
+    "reward_value_by_year",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("payer_class", Text, primary_key=True),
+    Column("redemptions", Integer, nullable=False, default=0),
+    Column("value", Money, nullable=False),
+)
+
+# Statement lines that paid nothing, by reason code and UTC month: refused redemptions,
+# capped or excluded earnings, withheld referral bonuses.
+refusals_monthly = Table(
+    "refusals_monthly",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("month", Date, primary_key=True),
+    Column("reason", Text, primary_key=True),
+    Column("interactions", Integer, nullable=False, default=0),
+)
+
+# Each account's marketing consent: the latest by event time, and since when.
+marketing_consent = Table(
+    "marketing_consent",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),
+    Column("marketing", Boolean, nullable=False),
+    Column("since", UtcDateTime, nullable=False),
+)
+
 # Tracking, not a read model: where each projection is in the ledger's notification log.
 projection_positions = Table(
     "projection_positions",
@@ -386,4 +420,7 @@ READ_MODEL_TABLES = (
     memberships,
     membership_kpis_monthly,
     wallets,
+    reward_value_by_year,
+    refusals_monthly,
+    marketing_consent,
 )

@@ -39,6 +39,7 @@ from projections.changes import (
     KPI_COLUMNS,
     LIABILITY_COLUMNS,
     MEMBERSHIP_KPI_COLUMNS,
+    REWARD_VALUE_COLUMNS,
     BalanceRow,
     BatchChanges,
     KpiDelta,
@@ -56,6 +57,7 @@ from projections.tables import (
     dead_letters,
     engagement_monthly,
     ledger_entries,
+    marketing_consent,
     membership_kpis_monthly,
     memberships,
     partner_liability,
@@ -66,6 +68,8 @@ from projections.tables import (
     patient_goal_readings,
     program_kpis_daily,
     projection_positions,
+    refusals_monthly,
+    reward_value_by_year,
     tier_history,
     vouchers,
     wallets,
@@ -178,6 +182,16 @@ MEMBERSHIP_KPIS = Upsert(
     merge=dict.fromkeys(MEMBERSHIP_KPI_COLUMNS, "add"),
 )
 
+REWARD_VALUES = Upsert(
+    reward_value_by_year,
+    keys=("program_id", "patient_id", "year", "payer_class"),
+    merge=dict.fromkeys(REWARD_VALUE_COLUMNS, "add"),
+)
+REFUSALS = Upsert(
+    refusals_monthly, keys=("program_id", "month", "reason"), merge={"interactions": "add"}
+)
+CONSENTS = _replacing(marketing_consent)
+
 
 async def write_changes(
     conn: AsyncConnection, changes: BatchChanges, point_values: PointValues
@@ -213,7 +227,14 @@ async def write_rows(
     await _cancel_earlier_redemptions(conn, changes)
     await put(REDEMPTIONS, _redemption_records(changes.redemptions.values()))
     written.update(await _write_goal_days(conn, changes))
-    for write in (_write_vouchers, _write_memberships, _write_benefits, _write_wallets):
+    writers = (
+        _write_vouchers,
+        _write_memberships,
+        _write_benefits,
+        _write_wallets,
+        _write_consents,
+    )
+    for write in writers:
         written.update(await write(conn, changes))
     return written
 
@@ -309,6 +330,21 @@ async def _write_wallets(conn: AsyncConnection, changes: BatchChanges) -> dict[s
     return await _put_whole(conn, WALLETS, records)
 
 
+async def _write_consents(conn: AsyncConnection, changes: BatchChanges) -> dict[str, int]:
+    """Each account's latest consent by event time: a batch's change replaces the stored one
+    unless that is later (a late consent.changed does not undo a newer one)."""
+    stored = {
+        (r.program_id, r.patient_id): r.since
+        for r in await _stored(conn, marketing_consent, changes.consents)
+    }
+    records: list[Record] = [
+        (*key, marketing, since)
+        for key, (marketing, since) in changes.consents.items()
+        if key not in stored or since >= stored[key]
+    ]
+    return await _put_whole(conn, CONSENTS, records)
+
+
 def _redemption_records(redemptions: Iterable[Redemption]) -> list[Record]:
     return [
         (r.program_id, r.patient_id, r.redemption_id, issuer, r.redeemer, points)
@@ -387,12 +423,19 @@ async def write_sums(
     settlement = [(*key, points, None) for key, points in sums.settlement.items()]
     engagement = [(*key, *astuple(delta)) for key, delta in sums.engagement.items()]
     membership_kpis = [(*key, *astuple(delta)) for key, delta in sums.memberships.items()]
+    reward_values = [
+        (*key, delta.redemptions, delta.value.quantize(CENT))
+        for key, delta in sums.reward_values.items()
+    ]
+    refusals = [(*key, count) for key, count in sums.refusals.items()]
     written = {}
     writes = (
         (LIABILITY, liability),
         (SETTLEMENT, settlement),
         (ENGAGEMENT, engagement),
         (MEMBERSHIP_KPIS, membership_kpis),
+        (REWARD_VALUES, reward_values),
+        (REFUSALS, refusals),
     )
     for spec, records in writes:
         await bulk.write(conn, spec, records)

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.v1 import PayerClass, PurchaseCategory
+
 Points = Annotated[int, Field(ge=0, le=10_000_000, strict=True)]
 PositivePoints = Annotated[int, Field(ge=1, le=10_000_000, strict=True)]
 Days = Annotated[int, Field(ge=1, le=3660, strict=True)]
@@ -233,6 +235,38 @@ class PrepaidFile(_Strict):
     discounts: list[PrepaidStep] = Field(default_factory=list)
 
 
+def _federal_classes() -> list[PayerClass]:
+    return ["medicare", "medicaid", "tricare"]
+
+
+def _never_earn() -> list[PurchaseCategory]:
+    return ["prescription"]
+
+
+class PayerRulesFile(_Strict):
+    """Limits for patients whose payer class is federal (the OIG's nominal-value policy and
+    the Anti-Kickback Statute in the US): every field has the federal default."""
+
+    federal_classes: Annotated[list[PayerClass], Field(min_length=1)] = Field(
+        default_factory=_federal_classes,
+        description="payer classes held to these rules",
+    )
+    item_cap: Money = Field(
+        default=Decimal("15.00"), description="the most one reward may be worth"
+    )
+    year_cap: Money = Field(
+        default=Decimal("75.00"),
+        description="the most a calendar year's rewards may be worth together (program zone)",
+    )
+    referral_bonuses: bool = Field(
+        default=False, description="whether referral bonuses may be paid (to either side)"
+    )
+    never_earn: list[PurchaseCategory] = Field(
+        default_factory=_never_earn,
+        description="purchase categories that never earn",
+    )
+
+
 class VersionFile(_Strict):
     """One complete version of a program's rules."""
 
@@ -256,6 +290,9 @@ class VersionFile(_Strict):
     plans: list[PlanFile] = Field(default_factory=list)
     cashback: CashbackFile | None = None
     prepaid: PrepaidFile | None = None
+    payer_rules: PayerRulesFile | None = Field(
+        default=None, description="limits for federally insured patients (docs/rules.md)"
+    )
 
 
 class ProgramFile(_Strict):

@@ -45,6 +45,9 @@ DEFAULT_PROGRAM_ID: Final = "clinic-default"
 SPEC_VERSION: Final = "1.0"
 
 VisitType = Literal["in_person", "telehealth", "urgent_care", "specialist"]
+# Who pays for the patient's care (domain.payer.PAYER_CLASSES): federal classes bring a
+# program's payer rules into play.
+PayerClass = Literal["commercial", "medicare", "medicaid", "tricare", "self_pay", "other"]
 PurchaseCategory = Literal["front_store", "prescription", "gift", "service", "wellness_class"]
 EngagementAction = Literal[
     "portal_login",
@@ -81,6 +84,9 @@ class PatientEnrolledDataV1(_Strict):
 
     channel: Channel = _rule(CHANNEL_RULE)
     referred_by: PatientId | None = _optional(PATIENT_ID_RULE)
+    payer_class: PayerClass | None = _optional(
+        _one_of(PayerClass) + " (who pays for the patient's care; absent: other)"
+    )
 
 
 class VisitCompletedDataV1(_Strict):
@@ -224,6 +230,12 @@ class ConsentChangedDataV1(_Strict):
     """The subject gave or withdrew consent to marketing messages (offers, expiring points)."""
 
     marketing: StrictBool = _rule("must be true or false")
+
+
+class CoverageChangedDataV1(_Strict):
+    """The subject's payer class changed (a new insurance), in force from the event time."""
+
+    payer_class: PayerClass = _rule(_one_of(PayerClass))
 
 
 class EnvelopeV1(_Strict):
@@ -381,6 +393,13 @@ class ConsentChangedV1(EnvelopeV1):
     data: ConsentChangedDataV1 = _rule(_DATA_RULE)
 
 
+class CoverageChangedV1(EnvelopeV1):
+    """coverage.changed: the subject's payer class, in force from its event time."""
+
+    type: Literal["coverage.changed"] = _rule('must be "coverage.changed"')
+    data: CoverageChangedDataV1 = _rule(_DATA_RULE)
+
+
 InteractionV1: TypeAlias = Annotated[
     PatientEnrolledV1
     | VisitCompletedV1
@@ -395,6 +414,7 @@ InteractionV1: TypeAlias = Annotated[
     | InteractionVoidedV1
     | PointsAdjustedV1
     | ConsentChangedV1
+    | CoverageChangedV1
     | PurchaseRecordedV1
     | EngagementRecordedV1
     | RewardUsedV1

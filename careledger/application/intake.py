@@ -31,7 +31,12 @@ def to_interaction(event: v1.InteractionV1) -> Addressed:
     interaction: di.Interaction
     match event:
         case v1.PatientEnrolledV1(data=data):
-            interaction = di.Enrolment(**cause, channel=data.channel, referred_by=data.referred_by)
+            interaction = di.Enrolment(
+                **cause,
+                channel=data.channel,
+                referred_by=data.referred_by,
+                payer_class=data.payer_class,
+            )
         case v1.VisitCompletedV1(data=data):
             interaction = di.Visit(**cause, visit_id=data.visit_id, visit_type=data.visit_type)
         case v1.CheckupCompletedV1(data=data):
@@ -113,6 +118,8 @@ def to_interaction(event: v1.InteractionV1) -> Addressed:
             )
         case v1.ConsentChangedV1(data=data):
             interaction = di.ConsentChange(**cause, marketing=data.marketing)
+        case v1.CoverageChangedV1(data=data):
+            interaction = di.CoverageChange(**cause, payer_class=data.payer_class)
         case _:
             raise TypeError(f"no domain interaction for {type(event).__name__}")
     return Addressed(event.programid, event.subject, interaction)

@@ -33,7 +33,7 @@ from domain.errors import IdConflict, LedgerError, UnknownProgram
 from domain.ids import account_id
 from domain.program import Program
 from domain.rejection import RejectedInput
-from domain.values import Balance, Holdings, LedgerEntry
+from domain.values import Balance, Holdings, LedgerEntry, Standing
 from schemas.v1 import InteractionV1
 from schemas.validation import InvalidInteraction, parse_interaction
 
@@ -389,6 +389,12 @@ class Ledger:
         account = self.load_account(program_id, patient_id)
         return account.balance(program) if account else None
 
+    def standing(self, program_id: str, patient_id: str) -> Standing | None:
+        """Marketing consent and payer class, or ``None`` without an account."""
+        self._program(program_id)
+        account = self.load_account(program_id, patient_id)
+        return account.standing() if account else None
+
     def holdings(self, program_id: str, patient_id: str) -> Holdings | None:
         """Benefits, memberships, vouchers and money wallets, or ``None`` without an account."""
         program = self._program(program_id)
@@ -545,7 +551,9 @@ class Ledger:
                 log.warning("referral not recorded: %s", exc.code)
         elif isinstance(event, PatientAccount.ReferralQualified):
             referrer = self._touch(program, event.referrer, touched)
-            referrer.pay_referrer_bonus(source.patient_id, event.qualified_at, program)
+            referrer.pay_referrer_bonus(
+                source.patient_id, event.qualified_at, program, withheld=event.withheld
+            )
 
     def _touch(
         self, program: Program, patient_id: str, touched: dict[UUID, PatientAccount]

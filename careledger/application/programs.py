@@ -26,6 +26,7 @@ import yaml
 from pydantic import ValidationError
 
 from domain import interactions as di
+from domain.payer import PayerRules
 from domain.program import (
     ActivityGoal,
     Cashback,
@@ -148,6 +149,26 @@ def semantic_problems(file: pf.ProgramFile) -> list[str]:
                 problems.append(f"{at}.{name}: ids must be unique")
         if version.qualification.basis == "goal_days" and version.activity is None:
             problems.append(f"{at}.qualification.basis: goal_days needs an activity section")
+        problems += _payer_problems(at, version)
+    return problems
+
+
+def _payer_problems(at: str, version: pf.VersionFile) -> list[str]:
+    """Payer caps need every reward to have a money value: a catalogue reward its own, a
+    free-form redemption the program's point value."""
+    rules = version.payer_rules
+    if rules is None:
+        return []
+    problems = []
+    if rules.year_cap < rules.item_cap:
+        problems.append(f"{at}.payer_rules.year_cap: must be at least item_cap ({rules.item_cap})")
+    if not version.catalogue and version.point_value is None:
+        problems.append(
+            f"{at}.point_value: required with payer_rules (free-form redemptions need a value)"
+        )
+    for k, reward in enumerate(version.catalogue):
+        if reward.value is None:
+            problems.append(f"{at}.catalogue[{k}].value: required with payer_rules")
     return problems
 
 
@@ -329,6 +350,15 @@ def _version(v: pf.VersionFile) -> ProgramVersion:
             ),
         )
         if v.prepaid
+        else None,
+        payer=PayerRules(
+            frozenset(v.payer_rules.federal_classes),
+            v.payer_rules.item_cap,
+            v.payer_rules.year_cap,
+            v.payer_rules.referral_bonuses,
+            frozenset(v.payer_rules.never_earn),
+        )
+        if v.payer_rules
         else None,
         referral=ReferralRule(
             v.referral.enabled,

@@ -44,7 +44,7 @@ from careledger.report import render as render_report
 from careledger.settings import Settings
 from consumers.worker import LedgerWorker
 from producers.habits import POPULATIONS
-from producers.profiles import PROFILES
+from producers.profiles import PROFILES, profile_for
 from producers.publisher import InteractionPublisher
 from producers.simulator import SimulatedEvent, simulate
 from projections.database import connect
@@ -76,6 +76,12 @@ def register(subparsers: Any) -> None:
         default="clinic-default",
         help="whose patients to simulate (default clinic-default)",
     )
+    demo.add_argument(
+        "--payers",
+        action="store_true",
+        help="simulate a US payer mix (payer classes, coverage changes) so the program's payer "
+        "rules decide some redemptions and referrals (clinic-default; off: the usual traffic)",
+    )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.add_argument(
         "--report", type=Path, default=DEFAULT_REPORT, metavar="FILE", help="the HTML report"
@@ -103,6 +109,11 @@ def register(subparsers: Any) -> None:
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     _console_logging(args.verbose, settings)
+    try:
+        profile_for(args.program, args.payers)
+    except ValueError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     registry = CollectorRegistry()
     with contextlib.ExitStack() as stack:
         metrics_at = _serve_metrics(settings, registry, stack)
@@ -241,7 +252,7 @@ class _Traffic:
 def _records(args: argparse.Namespace, traffic: _Traffic) -> Iterator[tuple[str | None, bytes]]:
     start = (datetime.now(UTC) - timedelta(days=args.days + 1)).date()
     traffic.start = start
-    profile = PROFILES[args.program]
+    profile = profile_for(args.program, args.payers)
     population = profile.populations[args.churn]
     event: SimulatedEvent
     for n, event in enumerate(

@@ -122,6 +122,9 @@ def run_balance(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no account for that patient in program {args.program}", file=sys.stderr)
         return 1
     fields = dataclasses.asdict(balance)
+    standing = ledger.standing(args.program, args.patient)
+    assert standing is not None
+    fields |= dataclasses.asdict(standing)  # consent to marketing messages, payer class
     if has_holdings(ledger.programs[args.program]):
         holdings = ledger.holdings(args.program, args.patient)
         assert holdings is not None

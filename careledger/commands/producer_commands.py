@@ -23,7 +23,7 @@ from careledger.settings import Settings
 from producers.admin import TopicSetupFailed, ensure_topic
 from producers.habits import POPULATIONS
 from producers.pacing import Pacer, Tally
-from producers.profiles import PROFILES
+from producers.profiles import PROFILES, profile_for
 from producers.publisher import InteractionPublisher, PublishFailed, RawRecord
 from producers.simulator import SimulatedEvent, simulate
 from schemas.topics import INTERACTIONS_TOPIC
@@ -66,6 +66,12 @@ def register(subparsers: Any) -> None:
         "--rate", type=_rate, default=0.0, help="records per second; 0 = as fast as possible"
     )
     sim.add_argument("--output", metavar="FILE", help="write JSON lines here; - for stdout")
+    sim.add_argument(
+        "--payers",
+        action="store_true",
+        help="simulate a US payer mix (payer classes, coverage changes) so the program's payer "
+        "rules decide some redemptions and referrals (clinic-default; off: the usual traffic)",
+    )
     sim.add_argument("--malformed-share", type=_share, default=0.005, help="default 0.005")
     sim.add_argument("--duplicate-share", type=_share, default=0.01, help="default 0.01")
     sim.set_defaults(handler=run_simulate)
@@ -101,7 +107,11 @@ def _share(text: str) -> float:
 
 def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Generate, send or write, then report counts by kind and type and the throughput."""
-    profile = PROFILES[args.program]
+    try:
+        profile = profile_for(args.program, args.payers)
+    except ValueError as exc:
+        logger.error("simulate: %s", exc)
+        return 2
     events = simulate(
         args.patients,
         args.days,

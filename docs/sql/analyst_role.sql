@@ -45,6 +45,9 @@ GRANT SELECT ON
     memberships,
     membership_kpis_monthly,
     wallets,
+    reward_value_by_year,
+    refusals_monthly,
+    marketing_consent,
     program_retention_12m,
     program_retention_12m_monthly
 TO careledger_analyst;

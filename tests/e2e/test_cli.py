@@ -174,6 +174,9 @@ def test_ingest_balance_statement_maintenance(database: Database, tmp_path: Path
         "spend_total": "150.00",
         "rewards_unlocked": 0,
         "next_expiry": "2027-01-04T10:00:00+00:00",
+        "marketing_consent": False,  # never told: off
+        "marketing_consent_since": None,
+        "payer_class": "other",  # never told
     }
     bob = json.loads(careledger(database, "balance", "bob", "--json").stdout)
     assert (bob["available"], bob["lifetime_earned"]) == (550, 550)

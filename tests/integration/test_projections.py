@@ -447,7 +447,7 @@ async def test_metrics_report_lag_rows_and_transactions(database: Database, ledg
     assert registry.get_sample_value(name, _rm()) == batches
     for metric in registry.collect():
         for sample in metric.samples:
-            assert set(sample.labels) <= {"projection", "table", "program_id", "le"}
+            assert set(sample.labels) <= {"projection", "table", "program_id", "le", "reason"}
             assert not {"ann", "bob", "cy"} & set(sample.labels.values())
 
 

@@ -71,9 +71,24 @@ def steps(
 
 
 def enrol(
-    when: datetime | None = None, referred_by: str | None = None, *, id: str | None = None
+    when: datetime | None = None,
+    referred_by: str | None = None,
+    *,
+    id: str | None = None,
+    payer_class: str | None = None,
 ) -> di.Enrolment:
-    return di.Enrolment(**_cause(when, "portal", id), channel="web", referred_by=referred_by)
+    return di.Enrolment(
+        **_cause(when, "portal", id),
+        channel="web",
+        referred_by=referred_by,
+        payer_class=payer_class,
+    )
+
+
+def coverage(
+    payer_class: str, when: datetime | None = None, *, id: str | None = None
+) -> di.CoverageChange:
+    return di.CoverageChange(**_cause(when, "registration", id), payer_class=payer_class)
 
 
 def refer(referee: str, when: datetime | None = None, *, id: str | None = None) -> di.Referral:

@@ -75,7 +75,9 @@ class Pair:
                 REFERRER, event.occurred_at, event.source, event.source_id, self.program
             )
         elif name == "ReferralQualified":
-            target.account.pay_referrer_bonus(REFEREE, event.qualified_at, self.program)
+            target.account.pay_referrer_bonus(
+                REFEREE, event.qualified_at, self.program, withheld=event.withheld
+            )
         return target.account.pending_events[before:]
 
 

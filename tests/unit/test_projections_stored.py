@@ -25,7 +25,7 @@ from domain import interactions as di
 from domain.account import PatientAccount, entries_of
 from domain.program import Downgrade
 from domain.rejection import RejectedInput
-from projections.stored import Entry, NotedFacts, Wrapped, facts_type
+from projections.stored import Entry, NotedFacts, WithheldFacts, Wrapped, facts_type
 from tests.unit.dsl import (
     DEFAULT,
     Ledger,
@@ -34,6 +34,7 @@ from tests.unit.dsl import (
     cancel,
     checkup,
     consent,
+    coverage,
     enrol,
     pay,
     redeem,
@@ -171,6 +172,19 @@ def every_event_type() -> list[Any]:
     pharmacy = redeem_at(150, "pharmacy-1", T + timedelta(days=2))
     shop.given(visit(T), buy("pharmacy-1", "front_store", "12.00", T + timedelta(days=1)), pharmacy)
     shop.given(cancel(pharmacy.redemption_id, T + timedelta(days=3)))
+    # payer rules: a medicaid referee's referral withheld on both sides; a coverage change;
+    # a redemption with its money value
+    sponsor, covered = Ledger(patient_id="patient-7"), Ledger(patient_id="patient-8")
+    sponsor.given(enrol(at(0)))
+    covered.given(enrol(at(1), payer_class="medicaid"))
+    covered.account.note_referral("patient-7", at(1), "portal", "ref-7", covered.program)
+    covered.given(visit(at(2)), coverage("commercial", at(3)), redeem(100, "r-8", at(4)))
+    (withheld,) = [
+        e for e in covered.account.pending_events if type(e) is PatientAccount.ReferralQualified
+    ]
+    sponsor.account.pay_referrer_bonus(
+        "patient-8", withheld.qualified_at, sponsor.program, withheld=withheld.withheld
+    )
     rejected = RejectedInput.record(
         origin="file:in.jsonl:7",
         code="invalid_field",
@@ -186,6 +200,8 @@ def every_event_type() -> list[Any]:
         *motion.account.pending_events,
         *rewards.account.pending_events,
         *wallets.account.pending_events,
+        *sponsor.account.pending_events,
+        *covered.account.pending_events,
         *rejected.collect_events(),
     ]
 
@@ -261,6 +277,10 @@ def test_events_that_explain_an_unpaid_interaction_are_read_with_their_reason() 
     }
     assert PatientAccount.InteractionNoted in explaining
     assert PatientAccount.RedemptionRejected in explaining
+    # (a withheld referral bonus explains itself too, but is no interaction: its own facts)
+    assert PatientAccount.ReferralBonusWithheld in explaining
+    assert facts_type(PatientAccount.ReferralBonusWithheld) is WithheldFacts
+    explaining.remove(PatientAccount.ReferralBonusWithheld)
     assert {facts_type(cls) for cls in explaining} == {NotedFacts}
     assert facts_type(PatientAccount.PointsEarned) is not NotedFacts
 

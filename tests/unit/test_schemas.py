@@ -50,6 +50,7 @@ MINIMAL_DATA: dict[str, dict[str, Any]] = {
         "operator": "staff:77",
     },
     "consent.changed": {"marketing": True},
+    "coverage.changed": {"payer_class": "medicare"},
     "purchase.recorded": {
         "purchase_id": "pu-1",
         "partner_id": "pharmacy-1",
