@@ -226,6 +226,12 @@ class ConsentChangedDataV1(_Strict):
     marketing: StrictBool = _rule("must be true or false")
 
 
+class ErasureRequestedDataV1(_Strict):
+    """The subject asked to be forgotten; ``reason`` is a code (never free text)."""
+
+    reason: ReasonCode = _rule(REASON_CODE_RULE)
+
+
 class EnvelopeV1(_Strict):
     """CloudEvents 1.0 attributes common to every v1 interaction."""
 
@@ -381,6 +387,13 @@ class ConsentChangedV1(EnvelopeV1):
     data: ConsentChangedDataV1 = _rule(_DATA_RULE)
 
 
+class ErasureRequestedV1(EnvelopeV1):
+    """account.erasure_requested: close the subject's account and shred its data (ADR 0015)."""
+
+    type: Literal["account.erasure_requested"] = _rule('must be "account.erasure_requested"')
+    data: ErasureRequestedDataV1 = _rule(_DATA_RULE)
+
+
 InteractionV1: TypeAlias = Annotated[
     PatientEnrolledV1
     | VisitCompletedV1
@@ -400,7 +413,8 @@ InteractionV1: TypeAlias = Annotated[
     | RewardUsedV1
     | MembershipPurchasedV1
     | MembershipCancelledV1
-    | PrepaymentRecordedV1,
+    | PrepaymentRecordedV1
+    | ErasureRequestedV1,
     Field(discriminator="type"),
 ]
 

@@ -113,6 +113,8 @@ def to_interaction(event: v1.InteractionV1) -> Addressed:
             )
         case v1.ConsentChangedV1(data=data):
             interaction = di.ConsentChange(**cause, marketing=data.marketing)
+        case v1.ErasureRequestedV1(data=data):
+            interaction = di.ErasureRequest(**cause, reason=data.reason)
         case _:
             raise TypeError(f"no domain interaction for {type(event).__name__}")
     return Addressed(event.programid, event.subject, interaction)

@@ -166,6 +166,8 @@ def every_event_type() -> list[Any]:
         ),
     )
     wallets.maintain(at(400))  # the cashback expires
+    erasure = di.ErasureRequest(source="crm", source_id="er1", occurred_at=at(401), reason="x")
+    wallets.given(erasure)  # closed: points forfeited, the prepaid wallet owed
     # a coalition: lots and allocations that name their issuer, a redemption at a partner
     shop = Ledger(program=builtin_programs()["coalition-health"], patient_id="patient-5")
     pharmacy = redeem_at(150, "pharmacy-1", T + timedelta(days=2))
