@@ -50,6 +50,7 @@ MINIMAL_DATA: dict[str, dict[str, Any]] = {
         "operator": "staff:77",
     },
     "consent.changed": {"marketing": True},
+    "account.erasure_requested": {"reason": "gdpr_art17"},
     "purchase.recorded": {
         "purchase_id": "pu-1",
         "partner_id": "pharmacy-1",
