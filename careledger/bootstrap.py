@@ -19,15 +19,9 @@ def configure_logging(settings: Settings) -> None:
     )
 
 
-def keyring(settings: Settings) -> KeyRing | None:
-    """The keys derived from the ledger secret, or ``None`` without one (ADR 0015)."""
-    secret = settings.ledger_secret
-    return KeyRing(secret.get_secret_value().encode()) if secret is not None else None
-
-
 def build_ledger(settings: Settings) -> Ledger:
     """Open the event store and load the programs the ledger runs."""
     programs = load_programs([settings.programs_dir] if settings.programs_dir else [])
-    ring = keyring(settings)
+    ring = KeyRing.of(settings.ledger_secret)  # (ADR 0015)
     store = open_store(settings.database_url, settings.database_schema, keyring=ring)
     return Ledger(store, programs, cache_size=settings.aggregate_cache_size, keyring=ring)

@@ -213,7 +213,9 @@ class PatientAccount(Aggregate):
 
         Available points are forfeited by ``entry`` (taken from ``taken``); the money wallets
         are owed to the patient (``owed_cashback``, ``owed_prepaid``: a settlement, never
-        forfeited). Vouchers and memberships were ended by the events just before this one.
+        forfeited); issued vouchers are cancelled and memberships end. (No event per voucher
+        or membership: their ids are sealed with the key this erasure destroys, so a reader
+        could not match them to the ones it saw before; the read models drop those rows.)
         """
 
         reason: str
@@ -231,6 +233,11 @@ class PatientAccount(Aggregate):
             aggregate.cashback_lots.clear()
             aggregate.cashback_balance = Decimal("0.00")
             aggregate.prepaid_balance = Decimal("0.00")
+            for voucher in aggregate.vouchers.values():
+                if voucher.status == "issued":
+                    voucher.status = "cancelled"
+            for membership in aggregate.memberships.values():
+                membership.status = "lapsed"
             aggregate.closed = True
 
     class StreakBonusEarned(Aggregate.Event):
@@ -1193,19 +1200,8 @@ class PatientAccount(Aggregate):
     def _on_erasure(
         self, erasure: ErasureRequest, program: Program, version: ProgramVersion
     ) -> None:
-        """Close the account: end vouchers and memberships, forfeit the available points by
-        one entry (liability falls by exactly that), report the money wallets as owed."""
-        at = erasure.occurred_at
-        for voucher in sorted(self.vouchers.values(), key=lambda v: v.voucher_id):
-            if voucher.status == "issued":
-                self.trigger_event(
-                    self.VoucherEnded, voucher_id=voucher.voucher_id, status="cancelled", at=at
-                )
-        for membership in sorted(self.memberships.values(), key=lambda m: m.membership_id):
-            if membership.status != "lapsed":
-                self.trigger_event(
-                    self.MembershipLapsed, membership_id=membership.membership_id, at=at
-                )
+        """Close the account: forfeit the available points by one entry (liability falls by
+        exactly that), report the money wallets as owed; vouchers and memberships end."""
         forfeited = max(0, self.available)
         taken, _ = self._debit(forfeited, prefer=())
         entry = None

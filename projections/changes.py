@@ -319,6 +319,20 @@ class WalletDelta:
     discount_percent: int | None = None  # as of the batch's latest payment, if it had one
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """An account closed by erasure in this batch: its rows are re-keyed or deleted after
+    the batch's writes (projections.erasure), and its settlement row written."""
+
+    account_id: UUID
+    program_id: str
+    erased_at: datetime
+    reason: str
+    points_forfeited: int
+    cashback_owed: Decimal
+    prepaid_owed: Decimal
+
+
 GoalKey = tuple[str, str, str, str]  # program, patient, source, source id of a reading
 
 
@@ -349,6 +363,7 @@ class BatchChanges:
     membership_changes: dict[MembershipKey, list[MembershipChange]] = field(default_factory=dict)
     benefit_changes: list[BenefitChange] = field(default_factory=list)
     wallets: dict[AccountKey, WalletDelta] = field(default_factory=dict)
+    erasures: list[Erasure] = field(default_factory=list)
     position: int = 0
     last_event_at: datetime | None = None
 

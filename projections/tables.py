@@ -356,6 +356,20 @@ wallets = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
+# Accounts closed by erasure (ADR 0015): what was forfeited and what is owed to the patient
+# (money is never forfeited), under the opaque id the patient's rows were re-keyed to.
+erasure_settlements = Table(
+    "erasure_settlements",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),  # erased-<account id>, nobody's subject
+    Column("erased_at", UtcDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("points_forfeited", BigInteger, nullable=False),
+    Column("cashback_owed", Money, nullable=False),
+    Column("prepaid_owed", Money, nullable=False),
+)
+
 # Tracking, not a read model: where each projection is in the ledger's notification log.
 projection_positions = Table(
     "projection_positions",
@@ -386,4 +400,5 @@ READ_MODEL_TABLES = (
     memberships,
     membership_kpis_monthly,
     wallets,
+    erasure_settlements,
 )

@@ -49,6 +49,7 @@ from projections.changes import (
     goal_summary,
     month_start,
 )
+from projections.erasure import erase_accounts
 from projections.tables import (
     activity_days,
     balances,
@@ -215,6 +216,7 @@ async def write_rows(
     written.update(await _write_goal_days(conn, changes))
     for write in (_write_vouchers, _write_memberships, _write_benefits, _write_wallets):
         written.update(await write(conn, changes))
+    written.update(await erase_accounts(conn, changes))  # last: the rows above included
     return written
 
 

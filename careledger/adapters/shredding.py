@@ -33,6 +33,7 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from pydantic import SecretStr
 
 # The stored fields that name the patient or one of their interactions (a ``LedgerEntry``'s
 # ``source_id`` included: the regular expression finds a field at any depth).
@@ -48,6 +49,10 @@ SEALED_FIELDS = (
     "adjustment_id",
     "voided_key",
 )
+# Values naming *another* patient (referrals): sealed with that patient's key when the ledger
+# knows the account (``DataKeys.seal_refs``), so erasing them shreds the reference too.
+CROSS_FIELDS = frozenset({b"referee", b"referrer", b"referred_by"})
+REFERRAL_ENTRY = b'"source":"careledger:referral",'  # its source_id is the other patient
 TOKEN = b"~s1."
 ERASED = "erased-"
 _JSON_STRING = rb'"((?:[^"\\]|\\.)*)"'
@@ -68,6 +73,11 @@ class KeyRing:
         self._wrap = AESGCM(self._derive(secret, b"careledger data-key wrap v1"))
         self._lookup = self._derive(secret, b"careledger account lookup v1")
         self._interaction = self._derive(secret, b"careledger interaction keys v1")
+
+    @classmethod
+    def of(cls, secret: SecretStr | None) -> KeyRing | None:
+        """The keyring of the settings' ledger secret, or ``None`` without one."""
+        return cls(secret.get_secret_value().encode()) if secret is not None else None
 
     @staticmethod
     def _derive(secret: bytes, purpose: bytes) -> bytes:
@@ -109,6 +119,7 @@ class DataKeys:
         self._raw: dict[UUID, bytes] = {}
         self._gone: set[UUID] = set()
         self.seal_as: dict[UUID, UUID] = {}
+        self.seal_refs: dict[bytes, UUID] = {}  # another patient's subject -> their account
 
     def add(self, account_id: UUID, data_key: bytes) -> None:
         self._raw[account_id] = data_key
@@ -156,17 +167,29 @@ class DataKeys:
         return {i for i in ids if i in self._gone}
 
 
-def seal(state: bytes, key_id: UUID, cipher: AESGCM, raw_key: bytes) -> bytes:
-    """``state`` with every patient-linked value replaced by its token."""
-    prefix = TOKEN + key_id.hex.encode() + b"."
+def seal(
+    state: bytes,
+    key_id: UUID,
+    cipher: AESGCM,
+    raw_key: bytes,
+    others: Callable[[bytes], tuple[UUID, AESGCM, bytes] | None] = lambda _: None,
+) -> bytes:
+    """``state`` with every patient-linked value replaced by its token; a value naming
+    another patient is sealed with ``others(value)``'s key when it gives one."""
 
     def sealed(match: re.Match[bytes]) -> bytes:
-        value = match.group(2)
+        field, value = match.group(1), match.group(2)
         if value.startswith(TOKEN):
             return match.group(0)
-        nonce = hmac.new(raw_key, value, sha256).digest()[:12]
-        body = urlsafe_b64encode(nonce + cipher.encrypt(nonce, value, key_id.bytes))
-        return b'"' + match.group(1) + b'":"' + prefix + body + b'"'
+        kid, aead, raw = key_id, cipher, raw_key
+        cross = field in CROSS_FIELDS or (
+            field == b"source_id" and state.endswith(REFERRAL_ENTRY, 0, match.start())
+        )
+        if cross and (other := others(value)) is not None:
+            kid, aead, raw = other
+        nonce = hmac.new(raw, value, sha256).digest()[:12]
+        body = urlsafe_b64encode(nonce + aead.encrypt(nonce, value, kid.bytes))
+        return b'"' + field + b'":"' + TOKEN + kid.hex.encode() + b"." + body + b'"'
 
     return _PLAIN.sub(sealed, state)
 
@@ -225,8 +248,13 @@ class SealingMapper(Mapper[UUID]):
         found = self.keys.cipher(owner) if self.keys.known(owner) else None
         if found is None:  # an account written before sealing, or a dead letter of nobody
             return stored
-        state = seal(stored.state, owner, *found)
+        state = seal(stored.state, owner, *found, self._other)
         return StoredEvent(stored.originator_id, stored.originator_version, stored.topic, state)
+
+    def _other(self, subject: bytes) -> tuple[UUID, AESGCM, bytes] | None:
+        account = self.keys.seal_refs.get(subject)
+        found = self.keys.cipher(account) if account is not None else None
+        return None if account is None or found is None else (account, *found)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         if TOKEN in stored_event.state:
@@ -237,6 +265,22 @@ class SealingMapper(Mapper[UUID]):
                 self.unsealed(stored_event.state),
             )
         return super().to_domain_event(stored_event)
+
+    def opened(
+        self, states: list[bytes], keep_sealed: frozenset[str], topics: list[str]
+    ) -> list[bytes]:
+        """``states`` unsealed with one query for all their keys, except the states of the
+        ``keep_sealed`` topics (a reader that must not see those values, ADR 0015)."""
+        sealed = [
+            i for i, state in enumerate(states) if TOKEN in state and topics[i] not in keep_sealed
+        ]
+        if not sealed:
+            return states
+        self.keys.load({kid for i in sealed for kid in key_ids(states[i])})
+        opened = list(states)
+        for i in sealed:
+            opened[i] = self.unsealed(states[i])
+        return opened
 
     def unsealed(self, state: bytes) -> bytes:
         ids = key_ids(state)

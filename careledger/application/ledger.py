@@ -442,10 +442,39 @@ class Ledger:
     ) -> None:
         writing = [a for a in aggregates if a.pending_events]
         writes = self.directory.writes([a.id for a in writing], erased)
-        self.store.record(writing, positions, claims, writes)
+        self._seal_references(writing)
+        try:
+            self.store.record(writing, positions, claims, writes)
+        finally:
+            if self.store.keys is not None:
+                self.store.keys.seal_refs.clear()
         self.directory.committed(writes)
         for account in erased:
             self._cache.pop(account, None)
+
+    def _seal_references(self, writing: Sequence[Any]) -> None:
+        """Referral facts name the other patient: have them sealed with that patient's key
+        (one directory query for the batch, only when it has such facts; ADR 0015)."""
+        keys = self.store.keys
+        if keys is None:
+            return
+        named = {
+            (account.program_id, other)
+            for account in writing
+            if isinstance(account, PatientAccount)
+            for event in account.pending_events
+            if (other := _other_patient(event)) is not None
+        }
+        if not named:
+            return
+        stored = {account.id for account in writing}
+        found = {
+            patient: account
+            for patient, account in self.directory.existing(named).items()
+            if account in stored or not self.directory.is_new(account)
+        }
+        keys.load(found.values())
+        keys.seal_refs = {orjson.dumps(subject)[1:-1]: id for (_, subject), id in found.items()}
 
     def load_account(self, program_id: str, patient_id: str) -> PatientAccount | None:
         """The account as stored (not from the cache), or ``None`` if it was never opened."""
@@ -630,6 +659,14 @@ class _Poisoned(Exception):
     def __init__(self, index: int) -> None:
         super().__init__(index)
         self.index = index
+
+
+def _other_patient(event: Any) -> str | None:
+    """The other patient a referral fact names, if it is one."""
+    for name in ("referee", "referrer", "referred_by"):
+        if (other := getattr(event, name, None)) is not None:
+            return str(other)
+    return None
 
 
 def _patient(item: _Prepared) -> tuple[str, str]:

@@ -45,6 +45,7 @@ GRANT SELECT ON
     memberships,
     membership_kpis_monthly,
     wallets,
+    erasure_settlements,
     program_retention_12m,
     program_retention_12m_monthly
 TO careledger_analyst;

@@ -55,3 +55,50 @@ def test_an_empty_account_closes_with_a_statement_line_saying_why() -> None:
     assert entries_of(closing) == []
     (line,) = statement_lines_of(closing, 0)
     assert (line.kind, line.points, line.reason) == ("noted", 0, "patient_request")
+
+
+def test_vouchers_are_cancelled_memberships_end_and_wallets_are_owed() -> None:
+    from decimal import Decimal
+
+    from careledger.application.programs import builtin_programs
+
+    plus = Ledger(program=builtin_programs()["membership-plus"])
+    plus.given(
+        *[checkup(at(0, hours=h), "screening") for h in range(3)],
+        di.MembershipPurchase(
+            source="billing",
+            source_id="mp1",
+            occurred_at=at(1),
+            membership_id="m1",
+            plan_id="monthly",
+            amount=Decimal("45.00"),
+            currency="USD",
+        ),
+        di.RedemptionRequest(
+            source="portal",
+            source_id="rq1",
+            occurred_at=at(2),
+            redemption_id="v1",
+            reward_id="parking-pass",
+            points=None,
+        ),
+    )
+    assert plus.account.vouchers["v1"].status == "issued"
+    plus.when(erase(at(3)))
+    assert plus.account.vouchers["v1"].status == "cancelled"
+    assert plus.account.memberships["m1"].status == "lapsed"
+    wallets = Ledger(program=builtin_programs()["clinic-discounts"])
+    wallets.given(
+        di.Prepayment(
+            source="pos",
+            source_id="pp1",
+            occurred_at=at(1),
+            prepayment_id="pp1",
+            amount=Decimal("50.00"),
+            currency="GBP",
+        )
+    )
+    (closing,) = wallets.when(erase(at(2)))
+    assert isinstance(closing, PatientAccount.AccountErased)
+    assert (closing.owed_prepaid, closing.owed_cashback) == (Decimal("50.00"), Decimal("0.00"))
+    assert wallets.account.prepaid_balance == Decimal("0.00")
