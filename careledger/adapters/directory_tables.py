@@ -94,6 +94,8 @@ def write_postgres(curs: Any, schema: str, writes: DirectoryWrites) -> None:
 
 
 def write_sqlite(curs: Any, writes: DirectoryWrites) -> None:
+    if writes.erased:  # a deleted key must not linger in a free page of the file
+        curs.execute("PRAGMA secure_delete = ON")
     if writes.opened:
         curs.executemany(
             f"INSERT INTO {KEYS_TABLE} (account_id, wrapped) VALUES (?, ?)",

@@ -8,6 +8,7 @@ so the closure, the destroyed key and the deleted directory row commit in one tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -17,6 +18,9 @@ from typing import Any
 
 import orjson
 
+from careledger.adapters.sealing_migration import seal_store
+from careledger.adapters.shredding import KeyRing
+from careledger.adapters.store import open_store
 from careledger.application.ledger import Inbound
 from careledger.bootstrap import build_ledger
 from careledger.settings import Settings
@@ -34,6 +38,11 @@ def register(subparsers: Any) -> None:
     erase.add_argument("--program", help="one program (default: every program of the patient)")
     erase.add_argument("--reason", required=True, type=_reason, help="a reason code, e.g. gdpr")
     erase.set_defaults(handler=run_erase)
+
+    sealing = subparsers.add_parser(
+        "seal-store", help="seal a store written before the ledger secret was set (ADR 0015)"
+    )
+    sealing.set_defaults(handler=run_seal_store)
 
 
 def _reason(text: str) -> str:
@@ -68,6 +77,20 @@ def run_erase(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{result.origin}: {result.outcome}: {result.code}", file=sys.stderr)
     print(json.dumps({"erased_programs": erased, "reason": args.reason}))
     return 0 if len(erased) == len(held) else 1
+
+
+def run_seal_store(args: argparse.Namespace, settings: Settings) -> int:
+    ring = KeyRing.of(settings.ledger_secret)
+    if ring is None:
+        print("seal-store needs CARELEDGER_LEDGER_SECRET", file=sys.stderr)
+        return 2
+    store = open_store(settings.database_url, settings.database_schema, keyring=ring)
+    try:
+        report = seal_store(store, ring)
+    finally:
+        store.close()
+    print(json.dumps(dataclasses.asdict(report)))
+    return 0
 
 
 def _request(patient: str, program: str, reason: str, at: datetime) -> bytes:
