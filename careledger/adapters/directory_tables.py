@@ -65,7 +65,17 @@ SQLITE_CREATE = [
 
 
 def write_postgres(curs: Any, schema: str, writes: DirectoryWrites) -> None:
+    """Erased rows first: a subject erased and seen again in one batch gets a new row."""
     names = {"schema": Identifier(schema)}
+    if writes.erased:
+        erased = sorted(writes.erased)
+        for table in (KEYS_TABLE, DIRECTORY_TABLE):
+            curs.execute(
+                SQL("DELETE FROM {schema}.{table} WHERE account_id = ANY(%s)").format(
+                    table=Identifier(table), **names
+                ),
+                [erased],
+            )
     opened = sorted(writes.opened, key=lambda a: a.lookup)  # one lock order across writers
     if opened:
         curs.execute(
@@ -82,20 +92,15 @@ def write_postgres(curs: Any, schema: str, writes: DirectoryWrites) -> None:
             ).format(**names),
             [[a.lookup for a in opened], [a.account_id for a in opened]],
         )
-    if writes.erased:
-        erased = sorted(writes.erased)
-        for table in (KEYS_TABLE, DIRECTORY_TABLE):
-            curs.execute(
-                SQL("DELETE FROM {schema}.{table} WHERE account_id = ANY(%s)").format(
-                    table=Identifier(table), **names
-                ),
-                [erased],
-            )
 
 
 def write_sqlite(curs: Any, writes: DirectoryWrites) -> None:
     if writes.erased:  # a deleted key must not linger in a free page of the file
         curs.execute("PRAGMA secure_delete = ON")
+    for table in (KEYS_TABLE, DIRECTORY_TABLE):
+        curs.executemany(
+            f"DELETE FROM {table} WHERE account_id = ?", [(i.hex,) for i in writes.erased]
+        )
     if writes.opened:
         curs.executemany(
             f"INSERT INTO {KEYS_TABLE} (account_id, wrapped) VALUES (?, ?)",
@@ -104,10 +109,6 @@ def write_sqlite(curs: Any, writes: DirectoryWrites) -> None:
         curs.executemany(
             f"INSERT INTO {DIRECTORY_TABLE} (lookup, account_id) VALUES (?, ?)",
             [(a.lookup, a.account_id.hex) for a in writes.opened],
-        )
-    for table in (KEYS_TABLE, DIRECTORY_TABLE):
-        curs.executemany(
-            f"DELETE FROM {table} WHERE account_id = ?", [(i.hex,) for i in writes.erased]
         )
 
 

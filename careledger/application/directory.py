@@ -86,6 +86,14 @@ class Directory:
         self._new[new_id] = NewAccount(new_id, lookup, self.keyring.wrap(new_id, data_key))
         self._ids[lookup] = new_id
 
+    def reopen(self, patient: Patient) -> UUID:
+        """A new account for a patient whose account this batch erased (its directory row
+        is deleted before the new one is inserted, in the same transaction)."""
+        assert self.keyring is not None
+        lookup = self.keyring.lookup(*patient)
+        self._open(lookup)
+        return self._ids[lookup]
+
     def is_new(self, account: UUID) -> bool:
         return account in self._new
 
@@ -97,10 +105,11 @@ class Directory:
         return DirectoryWrites(opened, sorted(gone))
 
     def committed(self, writes: DirectoryWrites) -> None:
-        for account in writes.opened:
-            self._new.pop(account.account_id, None)
         for erased in writes.erased:
             self.forget(erased)
+        for account in writes.opened:
+            self._new.pop(account.account_id, None)
+            self._ids[account.lookup] = account.account_id
 
     def forget(self, account: UUID) -> None:
         """The account was erased: its subject maps to no account, its key is gone."""

@@ -228,6 +228,7 @@ class Ledger:
         rejections: list[tuple[RejectedInput, UUID | None]] = []
         claims: list[InteractionKey] = []
         erased: list[UUID] = []
+        reopened: dict[UUID, UUID] = {}  # erased in this batch -> its subject's new account
         self._absent.clear()
         live = [item for item in prepared if item.result is None]
         ids = self.directory.resolve(_patient(i) for i in live)
@@ -240,6 +241,13 @@ class Ledger:
         gone = self.directory.erased({owner for owner, _ in owners.values()}) if owners else set()
         try:
             for index, item in enumerate(prepared):
+                if item.account_key in erased and item.result is None:
+                    # after the subject's erasure in this batch, as in a later batch: the
+                    # subject has no account any more; a new event starts a new one
+                    old = item.account_key
+                    if old not in reopened:
+                        reopened[old] = self.directory.reopen(_patient(item))
+                    item.account_key = reopened[old]
                 result = (
                     item.result
                     or self._key_taken(item, owners, gone)
@@ -250,6 +258,7 @@ class Ledger:
                     if result.event_type == ErasureRequest.kind:
                         assert item.account_key is not None
                         erased.append(item.account_key)
+                        gone.add(item.account_key)
                 elif result.outcome == REJECTED:
                     rejections.append((self._rejection(item, result), item.account_key))
                 results.append(result)

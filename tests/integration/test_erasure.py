@@ -327,3 +327,29 @@ async def test_erasure_shreds_the_patient_and_keeps_the_money_side(
     assert ok(careledger(database, "ingest", "-", stdin=jsonl([later])))["accepted"] == 1
     balance = ok(careledger(database, "balance", SUBJECT, "--json"))
     assert balance["lifetime_earned"] == balance["available"] > 0
+
+
+def test_a_subject_erased_and_seen_again_in_one_batch_is_as_in_two(database: Database) -> None:
+    """Events after the erasure in the same batch start the new account (one account, however
+    many events), the erased account's old ones are refused: the outcome never depends on
+    where batches end."""
+    from datetime import UTC, datetime
+
+    from careledger.application.ledger import Inbound
+    from careledger.bootstrap import build_ledger
+
+    visit = {"visit_type": "telehealth"}
+    events = [
+        _ev("visit.completed", "p1", "2026-03-01", {**visit, "visit_id": "a"}, "e1"),
+        _ev("account.erasure_requested", "p1", "2026-03-02", {"reason": "gdpr"}, "e2"),
+        _ev("visit.completed", "p1", "2026-03-03", {**visit, "visit_id": "b"}, "e3"),
+        _ev("visit.completed", "p1", "2026-03-04", {**visit, "visit_id": "c"}, "e4"),
+        _ev("visit.completed", "p1", "2026-03-01", {**visit, "visit_id": "a"}, "e1"),
+    ]
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    inputs = [Inbound(f"t:{i}", json.dumps(e).encode(), now) for i, e in enumerate(events)]
+    together = build_ledger(settings_for(database))
+    outcomes = [(r.outcome, r.code) for r in together.apply_batch(inputs).results]
+    assert outcomes == [("accepted", None)] * 4 + [("rejected", "subject_erased")]
+    balance = together.balance("clinic-default", "p1")
+    assert balance is not None and balance.lifetime_earned == 100  # two telehealth visits
