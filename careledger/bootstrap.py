@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from careledger.adapters.sealing_migration import ensure_sealed
+from careledger.adapters.shredding import KeyRing
 from careledger.adapters.store import open_store
 from careledger.application.ledger import Ledger
 from careledger.application.programs import load_programs
@@ -21,5 +23,8 @@ def configure_logging(settings: Settings) -> None:
 def build_ledger(settings: Settings) -> Ledger:
     """Open the event store and load the programs the ledger runs."""
     programs = load_programs([settings.programs_dir] if settings.programs_dir else [])
-    store = open_store(settings.database_url, settings.database_schema)
-    return Ledger(store, programs, cache_size=settings.aggregate_cache_size)
+    ring = KeyRing.of(settings.ledger_secret)  # (ADR 0015)
+    store = open_store(settings.database_url, settings.database_schema, keyring=ring)
+    if ring is not None:
+        ensure_sealed(store)  # a store written without the secret is sealed first
+    return Ledger(store, programs, cache_size=settings.aggregate_cache_size, keyring=ring)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from careledger.bootstrap import configure_logging
 from careledger.commands import (
     demo_commands,
+    erasure_commands,
     feed_commands,
     fhir_commands,
     ledger_commands,
@@ -31,6 +32,7 @@ COMMAND_MODULES = [
     program_commands,
     feed_commands,
     fhir_commands,
+    erasure_commands,
 ]
 
 

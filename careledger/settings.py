@@ -79,3 +79,9 @@ class Settings(BaseSettings):
     feed_batch_max: int = Field(
         1000, ge=1, description="most ledger events the feed publishes per acknowledged batch"
     )
+    ledger_secret: SecretStr | None = Field(
+        None,
+        description="application secret (32+ bytes; never logged) that wraps each patient's "
+        "data key and keys the account directory and interaction keys; unset: nothing is "
+        "sealed and erase is refused (ADR 0015)",
+    )

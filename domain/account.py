@@ -29,6 +29,7 @@ from domain.interactions import (
     CoverageChange,
     Engagement,
     Enrolment,
+    ErasureRequest,
     Interaction,
     MembershipCancellation,
     MembershipPurchase,
@@ -226,6 +227,38 @@ class PatientAccount(Aggregate):
             aggregate._accept(self)
             changes = aggregate.consent_changes
             insort(changes, (self.occurred_at, len(changes), self.marketing))
+
+    class AccountErased(Accepted):
+        """The patient was forgotten: the account is closed for good (ADR 0015).
+
+        Available points are forfeited by ``entry`` (taken from ``taken``); the money wallets
+        are owed to the patient (``owed_cashback``, ``owed_prepaid``: a settlement, never
+        forfeited); issued vouchers are cancelled and memberships end. (No event per voucher
+        or membership: their ids are sealed with the key this erasure destroys, so a reader
+        could not match them to the ones it saw before; the read models drop those rows.)
+        """
+
+        reason: str
+        taken: list[Allocation]
+        entry: LedgerEntry | None
+        owed_cashback: Decimal
+        owed_prepaid: Decimal
+        explains_nothing_paid = True  # with no points to forfeit, the statement says why
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._accept(self)
+            aggregate._draw(self.taken)
+            if self.entry is not None:
+                aggregate._count(self.entry)
+            aggregate.cashback_lots.clear()
+            aggregate.cashback_balance = Decimal("0.00")
+            aggregate.prepaid_balance = Decimal("0.00")
+            for voucher in aggregate.vouchers.values():
+                if voucher.status == "issued":
+                    voucher.status = "cancelled"
+            for membership in aggregate.memberships.values():
+                membership.status = "lapsed"
+            aggregate.closed = True
 
     class StreakBonusEarned(Aggregate.Event):
         """A block of consecutive goal days is complete: its bonus, dated at the reading that
@@ -561,11 +594,12 @@ class PatientAccount(Aggregate):
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def open(cls, program: Program, patient_id: str) -> PatientAccount:
-        """Open the account a patient gets on first contact with a program."""
+    def open(cls, program: Program, patient_id: str, id: UUID | None = None) -> PatientAccount:
+        """Open the account a patient gets on first contact with a program (``id``: the
+        random id the ledger's directory gave it; else derived from the patient, ADR 0015)."""
         return cls._create(
             cls.Opened,
-            id=account_id(program.program_id, patient_id),
+            id=id or account_id(program.program_id, patient_id),
             program_id=program.program_id,
             patient_id=patient_id,
             starting_tier=program.starting_tier,
@@ -625,6 +659,7 @@ class PatientAccount(Aggregate):
         self.latest_event_at: datetime | None = None
         self.qualifying_now = 0
         self.qualifying_as_of: datetime | None = None
+        self.closed = False  # closed by erasure: nothing is accepted any more
 
     # ---------------------------------------------------------------- commands
     def handle(self, interaction: Interaction, program: Program) -> str:
@@ -635,6 +670,8 @@ class PatientAccount(Aggregate):
         """
         if interaction_key(interaction.source, interaction.source_id) in self.receipts:
             return DUPLICATE
+        if self.closed:
+            raise errors.SubjectErased("the account was closed by an erasure request")
         version = program.at(interaction.occurred_at)
         self._check(interaction, version)
         self._expire_due(interaction.occurred_at, program)
@@ -683,6 +720,9 @@ class PatientAccount(Aggregate):
                     interaction,
                     membership_id=interaction.membership_id,
                 )
+            case ErasureRequest():
+                self._on_erasure(interaction, program, version)
+                return ACCEPTED
             case Prepayment():
                 self._trigger_accepted(
                     program,
@@ -704,8 +744,10 @@ class PatientAccount(Aggregate):
     def maintain(self, as_of: datetime, program: Program) -> None:
         """The close-of-day job: expire lots due by ``as_of``, then review the tier.
 
-        Running it again for the same ``as_of`` changes nothing.
+        Running it again for the same ``as_of`` changes nothing; a closed account is left.
         """
+        if self.closed:
+            return
         self._expire_due(as_of, program)
         version = program.at(as_of)
         qualifying = self._qualifying_between(as_of - version.qualifying_window, as_of)
@@ -731,7 +773,7 @@ class PatientAccount(Aggregate):
         """Record who referred this patient; the first referrer recorded stands."""
         if referrer == self.patient_id:
             raise errors.SelfReferral("a patient cannot refer themselves")
-        if self.referrer is not None:
+        if self.referrer is not None or self.closed:
             return
         self.trigger_event(
             self.ReferralRecorded,
@@ -755,7 +797,7 @@ class PatientAccount(Aggregate):
         the qualifying visit); this side also withholds it when its own class then is held
         to payer rules that forbid referral bonuses."""
         version = program.at(qualified_at)
-        if referee in self.referees_paid or not version.referral.enabled:
+        if referee in self.referees_paid or not version.referral.enabled or self.closed:
             return
         withheld = withheld or self._referral_withheld(qualified_at, version)
         if withheld is not None:
@@ -1255,6 +1297,32 @@ class PatientAccount(Aggregate):
             taken=taken,
             debt_added=debt_added,
             entry=entry,
+        )
+
+    def _on_erasure(
+        self, erasure: ErasureRequest, program: Program, version: ProgramVersion
+    ) -> None:
+        """Close the account: forfeit the available points by one entry (liability falls by
+        exactly that), report the money wallets as owed; vouchers and memberships end."""
+        forfeited = max(0, self.available)
+        taken, _ = self._debit(forfeited, prefer=())
+        entry = None
+        if forfeited:
+            entry = replace(
+                self._entry(
+                    erasure, version, EntryKind.ADJUSTED, -forfeited, "erasure", "forfeited"
+                ),
+                reason=erasure.reason,
+            )
+        self._trigger_accepted(
+            program,
+            self.AccountErased,
+            erasure,
+            reason=erasure.reason,
+            taken=taken,
+            entry=entry,
+            owed_cashback=self.cashback_balance,
+            owed_prepaid=self.prepaid_balance,
         )
 
     # ----------------------------------------------------------------- helpers

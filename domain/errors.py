@@ -136,3 +136,9 @@ class InsufficientPrepaid(LedgerError):
     """Raised when a payment draws more prepaid money than the wallet holds."""
 
     code = "insufficient_prepaid"
+
+
+class SubjectErased(LedgerError):
+    """Raised for an interaction addressed to an account closed by erasure (ADR 0015)."""
+
+    code = "subject_erased"

@@ -183,6 +183,14 @@ class CoverageChange(Interaction):
     kind = "coverage.changed"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ErasureRequest(Interaction):
+    """The patient asked to be forgotten (GDPR art. 17): the account closes (ADR 0015)."""
+
+    reason: str
+    kind = "account.erasure_requested"
+
+
 # Interactions that do not make a patient "active" for retention: they move points or money
 # but are not engagement with care.
 NOT_ENGAGEMENT = frozenset(
@@ -194,6 +202,7 @@ NOT_ENGAGEMENT = frozenset(
         "points.adjusted",
         "consent.changed",
         "coverage.changed",
+        "account.erasure_requested",
         "membership.purchased",
         "membership.cancelled",
         "prepayment.recorded",

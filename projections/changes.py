@@ -351,6 +351,20 @@ class WalletDelta:
     discount_percent: int | None = None  # as of the batch's latest payment, if it had one
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """An account closed by erasure in this batch: its rows are re-keyed or deleted after
+    the batch's writes (projections.erasure), and its settlement row written."""
+
+    account_id: UUID
+    program_id: str
+    erased_at: datetime
+    reason: str
+    points_forfeited: int
+    cashback_owed: Decimal
+    prepaid_owed: Decimal
+
+
 GoalKey = tuple[str, str, str, str]  # program, patient, source, source id of a reading
 
 
@@ -383,6 +397,7 @@ class BatchChanges:
     wallets: dict[AccountKey, WalletDelta] = field(default_factory=dict)
     # The latest marketing consent by event time of each account the batch changed it for.
     consents: dict[AccountKey, tuple[bool, datetime]] = field(default_factory=dict)
+    erasures: list[Erasure] = field(default_factory=list)
     position: int = 0
     last_event_at: datetime | None = None
 

@@ -26,6 +26,7 @@ from projections.changes import (
     BatchChanges,
     BenefitChange,
     Cancellation,
+    Erasure,
     MembershipChange,
     Redemption,
     TierBenefits,
@@ -36,6 +37,7 @@ from projections.changes import (
     month_of,
     utc_day,
 )
+from projections.erasure import ERASED, ERASED_INTERACTION
 from projections.stored import (
     AcceptedFacts,
     AccountFacts,
@@ -44,6 +46,7 @@ from projections.stored import (
     CashbackExpiredFacts,
     ConsentFacts,
     Entry,
+    ErasedFacts,
     Facts,
     MembershipFacts,
     MembershipLapsedFacts,
@@ -69,6 +72,8 @@ ENGAGEMENT = Engagement.kind
 ENGAGEMENT_RULES = "engagement."  # engagement_monthly's action: the rule id after this
 KEY_SEPARATOR = "\x1f"  # of an interaction key (domain.ids.interaction_key)
 ZERO = Decimal("0.00")
+SEALED = "~s1."  # a sealed value's prefix (careledger.adapters.shredding.TOKEN)
+REFERRAL_SOURCE = "careledger:referral"  # the source of referral bonuses' entries
 
 
 class UnknownAccount(LookupError):
@@ -110,6 +115,7 @@ class Fold:
             CashbackExpiredFacts: self._cashback_expired,
             ConsentFacts: self._consent,
             WithheldFacts: self._withheld,
+            ErasedFacts: self._erased,
         }
 
     def apply(self, recorded: Recorded) -> None:
@@ -210,14 +216,41 @@ class Fold:
     def _rejected(self, recorded: Recorded) -> None:
         facts = recorded.facts
         assert isinstance(facts, RejectedFacts)
+        # A dead letter of a known patient has its id sealed (ADR 0015): the read model keeps
+        # no id for it, so an erasure has nothing to find here and a rebuild reads the same.
+        sealed = facts.source_id is not None and facts.source_id.startswith(SEALED)
         self.changes.dead_letters.append(
             (
                 facts.origin,
                 facts.source,
-                facts.source_id,
+                None if sealed else facts.source_id,
                 facts.code,
                 f"{facts.code}: {facts.reason}",
                 facts.received_at.value,
+            )
+        )
+
+    def _erased(self, recorded: Recorded) -> None:
+        """An account closed by erasure: its forfeiture entry (as any entry), its wallets
+        emptied, and the erasure noted for the writer's re-keying pass."""
+        self._noted(recorded)
+        facts = recorded.facts
+        assert isinstance(facts, ErasedFacts)
+        row = self.changes.accounts[recorded.originator_id]
+        cashback, prepaid = facts.owed_cashback.value, facts.owed_prepaid.value
+        if cashback or prepaid:
+            wallet = self._wallet(row)
+            wallet.cashback -= cashback
+            wallet.prepaid -= prepaid
+        self.changes.erasures.append(
+            Erasure(
+                recorded.originator_id,
+                row.program_id,
+                facts.occurred_at.value,
+                facts.reason or "",
+                -sum(entry.points for entry in facts.ledger_entries()),
+                cashback.quantize(CENT),
+                prepaid.quantize(CENT),
             )
         )
 
@@ -494,7 +527,7 @@ class Fold:
                 entry.rule_id,
                 entry.program_version,
                 entry.source,
-                entry.source_id,
+                _referenced(entry),
                 occurred_at,
                 recorded_at,
                 entry.reason,
@@ -508,6 +541,14 @@ class Fold:
         if entry_id in self.changes.entries:
             raise DuplicateEntry(f"entry {entry_id} recorded twice")
         self.changes.entries[entry_id] = record
+
+
+def _referenced(entry: Entry) -> str:
+    """An entry's ``source_id``; a referral bonus naming an erased patient (whose key is
+    gone) names nobody, as the erasure pass leaves it (projections.erasure)."""
+    if entry.source == REFERRAL_SOURCE and entry.source_id.startswith(ERASED):
+        return ERASED_INTERACTION
+    return entry.source_id
 
 
 def _allocations(wrapped: list[Wrapped[Allocation]] | None) -> list[Allocation]:

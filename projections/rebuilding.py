@@ -41,11 +41,13 @@ from datetime import date
 from typing import TypeVar
 from uuid import UUID
 
+from pydantic import SecretStr
 from sqlalchemy import Index, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from careledger.adapters.store import ledger_mapper
+from careledger.adapters.shredding import KeyRing
+from careledger.adapters.store import ledger_mapper, open_store
 from careledger.runtime import tune_garbage_collector
 from projections.changes import (
     KPI_COLUMNS,
@@ -92,6 +94,7 @@ class Target:
     batch_size: int
     account_cache: int
     tier_benefits: TierBenefits = field(default_factory=dict)  # (projections.handlers.Fold)
+    ledger_secret: SecretStr | None = None  # the workers open sealed values (ADR 0015)
 
 
 class ShardReplay:
@@ -381,11 +384,16 @@ def replay_in_process(target: Target, shard: Shard, positions: Positions) -> Rep
 async def _replay_shard(target: Target, shard: Shard, positions: Positions) -> Replayed:
     schema = target.schema or "public"
     built = connect(target.database_url, building_schema(schema), then=schema)
+    ring = KeyRing.of(target.ledger_secret)
+    store = open_store(target.database_url, target.schema, keyring=ring) if ring else None
     try:
-        source = EventSource(ledger_mapper(), target.events_table, "postgresql", shard=shard)
+        mapper = store.mapper if store is not None else ledger_mapper()
+        source = EventSource(mapper, target.events_table, "postgresql", shard=shard)
         return await _replay(built, source, target, positions, shard.count)
     finally:
         await built.dispose()
+        if store is not None:
+            store.close()
 
 
 async def _replay(

@@ -15,6 +15,7 @@ from decimal import Decimal
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from careledger.adapters.shredding import KeyRing
 from careledger.adapters.store import open_store
 from careledger.application.programs import load_programs
 from careledger.settings import Settings
@@ -54,7 +55,12 @@ def _programs(settings: Settings, programs: Programs | None) -> Programs:
 @asynccontextmanager
 async def _opened(settings: Settings) -> AsyncIterator[tuple[AsyncEngine, EventSource]]:
     """An engine on the settings' database and the ledger's events as a source."""
-    store = await asyncio.to_thread(open_store, settings.database_url, settings.database_schema)
+    store = await asyncio.to_thread(
+        open_store,
+        settings.database_url,
+        settings.database_schema,
+        keyring=KeyRing.of(settings.ledger_secret),  # to open sealed values (ADR 0015)
+    )
     engine = connect(settings.database_url, settings.database_schema)
     try:
         yield engine, EventSource.of(store, engine.dialect.name)
@@ -117,6 +123,7 @@ async def rebuild(
             options.batch_size,
             options.account_cache,
             tier_benefits(loaded),
+            settings.ledger_secret,
         )
         return await rebuild_read_models(
             engine, source, target, options.rebuild_workers, READ_MODELS_PROJECTION, pool, values

@@ -16,14 +16,19 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Mapper
+from eventsourcing.utils import get_topic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from careledger.adapters.shredding import SealingMapper
 from careledger.adapters.store import LedgerStore
+from domain.rejection import RejectedInput
 from projections.database import asyncpg_connection
 from projections.stored import Recorded, StoredReader
 
 log = logging.getLogger(__name__)
+# Dead letters' sealed ids stay sealed for the read models (projections.handlers._rejected).
+KEEP_SEALED = frozenset({get_topic(RejectedInput.Recorded)})
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,14 @@ class EventSource:
     def decode(self, rows: Sequence[Sequence[Any]]) -> list[Recorded]:
         """Rows of (id, originator_id, originator_version, topic, state) as recorded events."""
         read = self.reader.read
+        mapper = self.reader.mapper
+        if isinstance(mapper, SealingMapper):  # ADR 0015: open the states first
+            topics = [row[3] for row in rows]
+            states = mapper.opened([bytes(row[4]) for row in rows], KEEP_SEALED, topics)
+            return [
+                read(row[0], _uuid(row[1]), row[2], row[3], state)
+                for row, state in zip(rows, states, strict=True)
+            ]
         return [read(row[0], _uuid(row[1]), row[2], row[3], row[4]) for row in rows]
 
 

@@ -227,6 +227,13 @@ class BenefitsFacts(AccountFacts, frozen=True, gc=False, kw_only=True):
     at: Wrapped[datetime]
 
 
+class ErasedFacts(NotedFacts, frozen=True, gc=False, kw_only=True):
+    """An account closed by erasure (ADR 0015): what it forfeited (its entry) and owes."""
+
+    owed_cashback: Wrapped[Decimal]
+    owed_prepaid: Wrapped[Decimal]
+
+
 class PrepaymentFacts(AcceptedFacts, frozen=True, gc=False, kw_only=True):
     amount: Wrapped[Decimal]
     prepaid_balance: Wrapped[Decimal]
@@ -274,6 +281,8 @@ def facts_type(cls: type) -> type[Facts]:
     """Which facts the read models read of events of class ``cls``."""
     if cls is PatientAccount.ReferralBonusWithheld:
         return WithheldFacts  # explains a bonus not paid, but is no interaction of its own
+    if issubclass(cls, PatientAccount.AccountErased):
+        return ErasedFacts
     if issubclass(cls, PatientAccount.Accepted) and getattr(cls, "explains_nothing_paid", False):
         return NotedFacts  # (the same mark statement_lines_of reads)
     return next((facts for base, facts in _FACTS if issubclass(cls, base)), Facts)

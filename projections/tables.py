@@ -390,6 +390,20 @@ marketing_consent = Table(
     Column("since", UtcDateTime, nullable=False),
 )
 
+# Accounts closed by erasure (ADR 0015): what was forfeited and what is owed to the patient
+# (money is never forfeited), under the opaque id the patient's rows were re-keyed to.
+erasure_settlements = Table(
+    "erasure_settlements",
+    metadata,
+    Column("program_id", Text, primary_key=True),
+    Column("patient_id", Text, primary_key=True),  # erased-<account id>, nobody's subject
+    Column("erased_at", UtcDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("points_forfeited", BigInteger, nullable=False),
+    Column("cashback_owed", Money, nullable=False),
+    Column("prepaid_owed", Money, nullable=False),
+)
+
 # Tracking, not a read model: where each projection is in the ledger's notification log.
 projection_positions = Table(
     "projection_positions",
@@ -423,4 +437,5 @@ READ_MODEL_TABLES = (
     reward_value_by_year,
     refusals_monthly,
     marketing_consent,
+    erasure_settlements,
 )

@@ -50,6 +50,7 @@ from projections.changes import (
     goal_summary,
     month_start,
 )
+from projections.erasure import erase_accounts
 from projections.tables import (
     activity_days,
     balances,
@@ -236,6 +237,7 @@ async def write_rows(
     )
     for write in writers:
         written.update(await write(conn, changes))
+    written.update(await erase_accounts(conn, changes))  # last: the rows above included
     return written
 
 

@@ -49,6 +49,9 @@ INTERACTIONS_DLQ: Final = TopicSpec(
     schema="the refused payload as received, with rejection code and reason",
     writer="the ledger worker (consumers/)",
 )
+# Its records are the original bytes: its retention bounds how long a refused record of a
+# patient outlives the patient's erasure (docker-compose.yml sets 7 days; ADR 0015).
+INTERACTIONS_DLQ_RETENTION_MS: Final = 7 * 24 * 3600 * 1000
 
 # What the ledger did, for other systems (messaging, CRM, mirrors): at least once, ids
 # derived from the ledger fact so consumers dedupe.

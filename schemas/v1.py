@@ -238,6 +238,12 @@ class CoverageChangedDataV1(_Strict):
     payer_class: PayerClass = _rule(_one_of(PayerClass))
 
 
+class ErasureRequestedDataV1(_Strict):
+    """The subject asked to be forgotten; ``reason`` is a code (never free text)."""
+
+    reason: ReasonCode = _rule(REASON_CODE_RULE)
+
+
 class EnvelopeV1(_Strict):
     """CloudEvents 1.0 attributes common to every v1 interaction."""
 
@@ -400,6 +406,13 @@ class CoverageChangedV1(EnvelopeV1):
     data: CoverageChangedDataV1 = _rule(_DATA_RULE)
 
 
+class ErasureRequestedV1(EnvelopeV1):
+    """account.erasure_requested: close the subject's account and shred its data (ADR 0015)."""
+
+    type: Literal["account.erasure_requested"] = _rule('must be "account.erasure_requested"')
+    data: ErasureRequestedDataV1 = _rule(_DATA_RULE)
+
+
 InteractionV1: TypeAlias = Annotated[
     PatientEnrolledV1
     | VisitCompletedV1
@@ -420,7 +433,8 @@ InteractionV1: TypeAlias = Annotated[
     | RewardUsedV1
     | MembershipPurchasedV1
     | MembershipCancelledV1
-    | PrepaymentRecordedV1,
+    | PrepaymentRecordedV1
+    | ErasureRequestedV1,
     Field(discriminator="type"),
 ]
 

@@ -14,9 +14,15 @@ from pydantic import TypeAdapter, ValidationError
 
 from schemas import strict_json
 from schemas.codes import CODES, Code
-from schemas.fields import EventId, EventSource
+from schemas.fields import EventId, EventSource, PatientId, ProgramId
 from schemas.reasons import explain
-from schemas.v1 import MAX_EVENT_BYTES, MODELS_BY_TYPE, SPEC_VERSION, InteractionV1
+from schemas.v1 import (
+    DEFAULT_PROGRAM_ID,
+    MAX_EVENT_BYTES,
+    MODELS_BY_TYPE,
+    SPEC_VERSION,
+    InteractionV1,
+)
 
 __all__ = ["CODES", "FUTURE_TOLERANCE", "Code", "InvalidInteraction", "parse_interaction"]
 
@@ -27,13 +33,17 @@ _UTF8_BOM: Final = b"\xef\xbb\xbf"
 _INTERACTION: Final = TypeAdapter[InteractionV1](InteractionV1)
 _EVENT_ID: Final = TypeAdapter[str](EventId)
 _EVENT_SOURCE: Final = TypeAdapter[str](EventSource)
+_SUBJECT: Final = TypeAdapter[str](PatientId)
+_PROGRAM: Final = TypeAdapter[str](ProgramId)
 
 
 class InvalidInteraction(Exception):
     """Raised when a raw interaction breaks the v1 contract; safe to log and dead-letter.
 
     ``source``/``source_id`` are set only when the payload's own source and id were valid,
-    so the dead-letter record can name the event without repeating hostile input.
+    so the dead-letter record can name the event without repeating hostile input; so are
+    ``subject``/``program_id`` (never stored: the ledger seals the dead letter's id with that
+    patient's key, so erasure shreds it too, ADR 0015).
     """
 
     def __init__(
@@ -49,6 +59,8 @@ class InvalidInteraction(Exception):
         self.reason = reason
         self.source = source
         self.source_id = source_id
+        self.subject: str | None = None
+        self.program_id: str | None = None
 
     def __str__(self) -> str:
         return f"{self.code}: {self.reason}"
@@ -74,6 +86,8 @@ def parse_interaction(raw: bytes | str, *, now: datetime) -> InteractionV1:
     except InvalidInteraction as exc:
         exc.source = _valid_or_none(_EVENT_SOURCE, doc.get("source"))
         exc.source_id = _valid_or_none(_EVENT_ID, doc.get("id"))
+        exc.subject = _valid_or_none(_SUBJECT, doc.get("subject"))
+        exc.program_id = _valid_or_none(_PROGRAM, doc.get("programid", DEFAULT_PROGRAM_ID))
         raise
 
 

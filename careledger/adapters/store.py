@@ -49,10 +49,14 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from careledger.adapters import directory_tables as directory
+from careledger.adapters.directory_tables import DirectoryWrites
+from careledger.adapters.shredding import DataKeys, KeyRing, SealingMapper
 from domain.values import Allocation, Award, Credit, LedgerEntry
 
 APPLICATION_NAME = "careledger"
 INTERACTION_KEYS_TABLE = "interaction_keys"
+NO_DIRECTORY_WRITES = DirectoryWrites()
 log = logging.getLogger(__name__)
 
 
@@ -92,6 +96,7 @@ class PostgresLedgerRecorder(PostgresProcessRecorder):
             "INSERT INTO {schema}.{table} (key, account_id, digest) "
             "SELECT * FROM unnest(%b::bytea[], %b::uuid[], %b::bytea[])"
         ).format(**names)
+        self.sql_create_statements.extend(directory.postgres_create(datastore.schema))
         self._select_keys_statement = SQL(
             "SELECT key, account_id, digest FROM {schema}.{table} WHERE key = ANY(%b::bytea[])"
         ).format(**names)
@@ -151,11 +156,29 @@ class PostgresLedgerRecorder(PostgresProcessRecorder):
                 for row in curs.fetchall()
             }
 
+    def select_account_keys(self, ids: Sequence[UUID]) -> dict[UUID, bytes]:
+        """The wrapped data keys of ``ids`` that still exist (ADR 0015), in one query."""
+        with self.datastore.get_connection() as conn:
+            rows = directory.select_postgres(
+                conn, self.datastore.schema, directory.KEYS_TABLE, "account_id", list(ids)
+            )
+        return {row["account_id"]: bytes(row["wrapped"]) for row in rows}
+
+    def select_directory(self, lookups: Sequence[bytes]) -> dict[bytes, UUID]:
+        """The accounts of ``lookups`` (keyed hashes of program and subject), in one query."""
+        with self.datastore.get_connection() as conn:
+            rows = directory.select_postgres(
+                conn, self.datastore.schema, directory.DIRECTORY_TABLE, "lookup", list(lookups)
+            )
+        return {bytes(row["lookup"]): row["account_id"] for row in rows}
+
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         for tracking in kwargs.get("trackings", ()):
             self._insert_tracking(curs, tracking=tracking)
+        if writes := kwargs.get("directory"):
+            directory.write_postgres(curs, self.datastore.schema, writes)
         # In key order, so two batches claiming some of the same keys wait on each other in one
         # order instead of deadlocking.
         keys = sorted(kwargs.get("interaction_keys", ()), key=_by_key)
@@ -175,7 +198,22 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder):
             *super().construct_create_table_statements(),
             f"CREATE TABLE IF NOT EXISTS {INTERACTION_KEYS_TABLE} ("
             "key BLOB PRIMARY KEY, account_id TEXT NOT NULL, digest BLOB NOT NULL)",
+            *directory.SQLITE_CREATE,
         ]
+
+    def select_account_keys(self, ids: Sequence[UUID]) -> dict[UUID, bytes]:
+        """The wrapped data keys of ``ids`` that still exist (ADR 0015)."""
+        with self.datastore.transaction(commit=False) as c:
+            rows = directory.select_sqlite(
+                c, directory.KEYS_TABLE, "account_id", [i.hex for i in ids]
+            )
+        return {UUID(row["account_id"]): bytes(row["wrapped"]) for row in rows}
+
+    def select_directory(self, lookups: Sequence[bytes]) -> dict[bytes, UUID]:
+        """The accounts of ``lookups`` (keyed hashes of program and subject)."""
+        with self.datastore.transaction(commit=False) as c:
+            rows = directory.select_sqlite(c, directory.DIRECTORY_TABLE, "lookup", list(lookups))
+        return {bytes(row["lookup"]): UUID(row["account_id"]) for row in rows}
 
     def select_interaction_keys(self, keys: Sequence[bytes]) -> KeyOwners:
         """Who already holds each of ``keys`` (absent keys are left out)."""
@@ -228,6 +266,8 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder):
                 f"INSERT INTO {INTERACTION_KEYS_TABLE} (key, account_id, digest) VALUES (?, ?, ?)",
                 [(k.key, k.account_id.hex, k.digest) for k in keys],
             )
+        if writes := kwargs.get("directory"):
+            directory.write_sqlite(c, writes)
         return returning
 
 
@@ -342,6 +382,23 @@ class LedgerStore(Application[UUID]):
 
     name = APPLICATION_NAME
 
+    def __init__(self, env: EnvType | None = None, keyring: KeyRing | None = None) -> None:
+        # Without a keyring nothing is sealed (stores and tests from before ADR 0015).
+        self.keys = DataKeys(keyring) if keyring is not None else None
+        super().__init__(env=env)
+        if self.keys is not None:
+            self.keys.fetch = self._recorder().select_account_keys
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        if self.keys is None:
+            return super().construct_mapper()
+        return SealingMapper(self.construct_transcoder(), self.keys)
+
+    def _recorder(self) -> PostgresLedgerRecorder | SQLiteLedgerRecorder:
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresLedgerRecorder | SQLiteLedgerRecorder)
+        return recorder
+
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         return Environment(name, dict(env or {}))
 
@@ -353,6 +410,8 @@ class LedgerStore(Application[UUID]):
         recorder = self.recorder
         assert isinstance(recorder, PostgresLedgerRecorder | SQLiteLedgerRecorder)
         aggregates: dict[UUID, Any] = {}
+        if self.keys is not None:
+            self.keys.load(ids)  # one query for the keys of the whole batch
         for stored in recorder.select_events_of(ids):
             event: Any = self.mapper.to_domain_event(stored)
             key = UUID(str(stored.originator_id))
@@ -364,9 +423,11 @@ class LedgerStore(Application[UUID]):
         aggregates: Sequence[Any],
         positions: Sequence[Tracking] = (),
         interaction_keys: Sequence[InteractionKey] = (),
+        directory: DirectoryWrites = NO_DIRECTORY_WRITES,
     ) -> None:
-        """Store the pending events of ``aggregates``, ``positions`` and the accepted
-        interactions' keys in one transaction.
+        """Store the pending events of ``aggregates``, ``positions``, the accepted
+        interactions' keys and the accounts opened and erased (``directory``) in one
+        transaction.
 
         The library's ``save`` does the same plus snapshot and notification bookkeeping this
         application does not use, and runtime protocol checks that cost more than the insert.
@@ -376,11 +437,14 @@ class LedgerStore(Application[UUID]):
         stored = [
             to_stored(event) for aggregate in aggregates for event in aggregate.collect_events()
         ]
-        if stored or positions or interaction_keys:
+        if stored or positions or interaction_keys or directory:
             # The recorder directly: the library's ``EventStore.put`` also builds a
             # notification object per event for callers that want them; this one does not.
             self.recorder.insert_events(
-                stored, trackings=list(positions), interaction_keys=list(interaction_keys)
+                stored,
+                trackings=list(positions),
+                interaction_keys=list(interaction_keys),
+                directory=directory,
             )
 
     def find_interaction_keys(self, keys: Sequence[bytes]) -> KeyOwners:
@@ -439,7 +503,9 @@ def sqlite_path(database_url: str) -> str:
     return rest[1:] if rest.startswith("/") else rest
 
 
-def open_store(database_url: str, schema: str = "", attempts: int = 8) -> LedgerStore:
+def open_store(
+    database_url: str, schema: str = "", attempts: int = 8, keyring: KeyRing | None = None
+) -> LedgerStore:
     """Open (creating tables if needed) the event store at ``database_url``.
 
     Several processes starting together on a fresh database race on ``CREATE ... IF NOT
@@ -448,7 +514,7 @@ def open_store(database_url: str, schema: str = "", attempts: int = 8) -> Ledger
     """
     for attempt in range(1, attempts + 1):
         try:
-            return LedgerStore(env=store_env(database_url, schema))
+            return LedgerStore(env=store_env(database_url, schema), keyring=keyring)
         except DatabaseError as exc:  # InternalError, IntegrityError, ProgrammingError...
             if attempt == attempts:
                 raise

@@ -120,6 +120,8 @@ def to_interaction(event: v1.InteractionV1) -> Addressed:
             interaction = di.ConsentChange(**cause, marketing=data.marketing)
         case v1.CoverageChangedV1(data=data):
             interaction = di.CoverageChange(**cause, payer_class=data.payer_class)
+        case v1.ErasureRequestedV1(data=data):
+            interaction = di.ErasureRequest(**cause, reason=data.reason)
         case _:
             raise TypeError(f"no domain interaction for {type(event).__name__}")
     return Addressed(event.programid, event.subject, interaction)

@@ -26,11 +26,13 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import get_topic
 
+from careledger.adapters.shredding import KeyRing
 from careledger.adapters.store import InteractionKey, KeyOwners, LedgerStore
+from careledger.application.directory import Directory
 from careledger.application.intake import to_interaction
 from domain.account import ACCEPTED, PatientAccount, entries_of
-from domain.errors import IdConflict, LedgerError, UnknownProgram
-from domain.ids import account_id
+from domain.errors import IdConflict, LedgerError, SubjectErased, UnknownProgram
+from domain.interactions import ErasureRequest
 from domain.program import Program
 from domain.rejection import RejectedInput
 from domain.values import Balance, Holdings, LedgerEntry, Standing
@@ -44,6 +46,7 @@ DUPLICATE = "duplicate"
 RELAY = "referral-relay"
 SAVE_CHUNK = 500
 ID_CONFLICT_REASON = "id: this (source, id) was already used by another interaction"
+ERASED_REASON = "subject: the account this interaction went to was erased"
 # What makes two events with one (source, id) the same interaction; the envelope's other
 # attributes (specversion, datacontenttype) say nothing about it.
 _CONTENT: set[str] = {"type", "subject", "programid", "data"}
@@ -114,6 +117,7 @@ class _Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
     key: bytes = b""  # hash of (source, id); see interaction_identity
     digest: bytes = b""  # hash of the content the key stands for
+    patient: tuple[str, str] | None = None  # of an invalid event (its dead letter's key)
 
 
 def interaction_identity(event: InteractionV1) -> tuple[bytes, bytes]:
@@ -133,8 +137,15 @@ def interaction_identity(event: InteractionV1) -> tuple[bytes, bytes]:
 class Ledger:
     """Applies batches of inputs to patient accounts and stores them in one transaction."""
 
-    def __init__(self, store: LedgerStore, programs: dict[str, Program], cache_size: int) -> None:
+    def __init__(
+        self,
+        store: LedgerStore,
+        programs: dict[str, Program],
+        cache_size: int,
+        keyring: KeyRing | None = None,
+    ) -> None:
         self.store = store
+        self.directory = Directory(store, keyring)
         self.programs = programs
         self.cache_size = cache_size
         self._cache: OrderedDict[UUID, PatientAccount] = OrderedDict()
@@ -165,6 +176,7 @@ class Ledger:
                 except _Poisoned as poison:
                     poisoned.add(poison.index)
                 except IntegrityError:
+                    self.directory.reset()
                     if self._positions_behind(positions):
                         raise PositionConflict(
                             "positions already recorded by another consumer"
@@ -177,7 +189,10 @@ class Ledger:
             event = parse_interaction(inbound.raw, now=inbound.received_at)
         except InvalidInteraction as exc:
             result = Result(inbound.origin, REJECTED, None, exc.code, exc.reason)
-            return _Prepared(inbound, result, rejection_source=(exc.source, exc.source_id))
+            patient = (exc.program_id, exc.subject) if exc.program_id and exc.subject else None
+            return _Prepared(
+                inbound, result, rejection_source=(exc.source, exc.source_id), patient=patient
+            )
         addressed = to_interaction(event)
         program = self.programs.get(addressed.program_id)
         if program is None:
@@ -190,10 +205,11 @@ class Ledger:
             )
             return _Prepared(inbound, result, rejection_source=(event.source, event.id))
         key, digest = interaction_identity(event)
+        if self.directory.sealed:
+            key = self.directory.interaction_key(event.source, event.id)
         return _Prepared(
             inbound,
             program=program,
-            account_key=account_id(program.program_id, addressed.patient_id),
             addressed=addressed,
             rejection_source=(event.source, event.id),
             extra={"type": event.type, "time": event.time},
@@ -210,23 +226,42 @@ class Ledger:
     ) -> Batch:
         touched: dict[UUID, PatientAccount] = {}
         results: list[Result] = []
-        rejections: list[RejectedInput] = []
+        rejections: list[tuple[RejectedInput, UUID | None]] = []
         claims: list[InteractionKey] = []
+        erased: list[UUID] = []
+        reopened: dict[UUID, UUID] = {}  # erased in this batch -> its subject's new account
         self._absent.clear()
-        self._preload({item.account_key for item in prepared if item.account_key is not None})
+        live = [item for item in prepared if item.result is None]
+        ids = self.directory.resolve(_patient(i) for i in live)
+        for item in live:
+            item.account_key = ids[_patient(item)]
+        self._find_accounts_of_invalid(prepared)
+        self._preload({item.account_key for item in live if item.account_key is not None})
         # Keys held in the whole ledger; the batch adds the keys it accepts as it goes.
-        owners = self.store.find_interaction_keys([i.key for i in prepared if i.result is None])
+        owners = self.store.find_interaction_keys([i.key for i in live])
+        gone = self.directory.erased({owner for owner, _ in owners.values()}) if owners else set()
         try:
             for index, item in enumerate(prepared):
+                if item.account_key in erased and item.result is None:
+                    # after the subject's erasure in this batch, as in a later batch: the
+                    # subject has no account any more; a new event starts a new one
+                    old = item.account_key
+                    if old not in reopened:
+                        reopened[old] = self.directory.reopen(_patient(item))
+                    item.account_key = reopened[old]
                 result = (
                     item.result
-                    or self._key_taken(item, owners)
+                    or self._key_taken(item, owners, gone)
                     or self._apply_one(index, item, touched, poisoned)
                 )
                 if result.outcome == ACCEPTED:
                     claims.append(self._claim(item, owners))
+                    if result.event_type == ErasureRequest.kind:
+                        assert item.account_key is not None
+                        erased.append(item.account_key)
+                        gone.add(item.account_key)
                 elif result.outcome == REJECTED:
-                    rejections.append(self._rejection(item, result))
+                    rejections.append((self._rejection(item, result), item.account_key))
                 results.append(result)
             entries = [
                 entry
@@ -236,11 +271,28 @@ class Ledger:
             ]
             if before_commit is not None:
                 before_commit(results)
-            self._save([*touched.values(), *self._not_yet_recorded(rejections)], positions, claims)
+            self._seal_dead_letters(rejections, touched)
+            letters = self._not_yet_recorded([rejection for rejection, _ in rejections])
+            self._save([*touched.values(), *letters], positions, claims, erased)
         except BaseException:
             self._evict(touched)
             raise
+        finally:
+            if self.store.keys is not None:
+                self.store.keys.seal_as.clear()
         return Batch(results, entries)
+
+    def _find_accounts_of_invalid(self, prepared: list[_Prepared]) -> None:
+        """The existing accounts of invalid events' subjects (never opened): their dead
+        letters are sealed with those accounts' keys (ADR 0015). One query, if any."""
+        invalid = [item for item in prepared if item.patient is not None]
+        if not invalid or not self.directory.sealed:
+            return
+        found = self.directory.existing(item.patient for item in invalid if item.patient)
+        for item in invalid:
+            item.account_key = found.get(item.patient) if item.patient else None
+        if self.store.keys is not None:
+            self.store.keys.load(found.values())
 
     def _apply_one(
         self,
@@ -260,7 +312,7 @@ class Ledger:
             )
         assert item.program is not None and item.account_key is not None
         account = touched.get(item.account_key) or self._account(
-            item.program, item.addressed.patient_id
+            item.program, item.addressed.patient_id, item.account_key
         )
         touched[account.id] = account
         pending = len(account.pending_events)
@@ -278,16 +330,20 @@ class Ledger:
         return Result(origin, outcome, event_type, occurred_at=item.extra["time"])
 
     @staticmethod
-    def _key_taken(item: _Prepared, owners: KeyOwners) -> Result | None:
-        """A duplicate or an ``id_conflict`` if the item's key is held already, else ``None``.
+    def _key_taken(item: _Prepared, owners: KeyOwners, gone: set[UUID]) -> Result | None:
+        """A duplicate, ``subject_erased`` or an ``id_conflict`` if the item's key is held
+        already, else ``None``.
 
         The ledger-wide check; the account's own receipts still catch redeliveries of
-        interactions accepted before keys were registered (ADR 0010).
+        interactions accepted before keys were registered (ADR 0010). A key held by an erased
+        account is a redelivery to a forgotten patient (ADR 0015).
         """
         owner = owners.get(item.key)
         if owner is None:
             return None
         origin, event_type = item.inbound.origin, item.extra["type"]
+        if owner[0] in gone:
+            return Result(origin, REJECTED, event_type, SubjectErased.code, ERASED_REASON)
         if owner == (item.account_key, item.digest):
             return Result(origin, DUPLICATE, event_type, occurred_at=item.extra["time"])
         return Result(origin, REJECTED, event_type, IdConflict.code, ID_CONFLICT_REASON)
@@ -300,8 +356,11 @@ class Ledger:
 
     @staticmethod
     def _rejection(item: _Prepared, result: Result) -> RejectedInput:
+        """The dead letter of a refusal; an interaction of an erased account keeps no id."""
         source, source_id = item.rejection_source
-        return RejectedInput.record(
+        if result.code == SubjectErased.code:
+            source, source_id = None, None
+        rejection = RejectedInput.record(
             origin=item.inbound.origin,
             code=result.code or "rejected",
             reason=result.reason or "",
@@ -309,6 +368,21 @@ class Ledger:
             source_id=source_id,
             received_at=item.inbound.received_at,
         )
+        return rejection
+
+    def _seal_dead_letters(
+        self, rejected: list[tuple[RejectedInput, UUID | None]], touched: dict[UUID, Any]
+    ) -> None:
+        """Seal each dead letter's interaction id with its patient's account key when that
+        account is stored (by now or by this batch), so erasure shreds it too (ADR 0015)."""
+        keys = self.store.keys
+        if keys is None:
+            return
+        for rejection, account in rejected:
+            if account is None or not keys.known(account):
+                continue
+            if account in touched or not self.directory.is_new(account):
+                keys.seal_as[rejection.id] = account
 
     def _not_yet_recorded(self, rejections: list[RejectedInput]) -> list[RejectedInput]:
         """Drop dead letters already in the ledger (their id is derived from the origin).
@@ -344,20 +418,23 @@ class Ledger:
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    def _account(self, program: Program, patient_id: str) -> PatientAccount:
-        key = account_id(program.program_id, patient_id)
+    def _account(
+        self, program: Program, patient_id: str, key: UUID | None = None
+    ) -> PatientAccount:
+        if key is None:
+            (key,) = self.directory.resolve([(program.program_id, patient_id)]).values()
         account = self._cache.get(key)
         if account is not None:
             self._cache.move_to_end(key)
             return account
         if key in self._absent:
             self._absent.discard(key)
-            account = PatientAccount.open(program, patient_id)
+            account = PatientAccount.open(program, patient_id, key)
         else:
             try:
                 account = self.store.repository.get(key)
             except AggregateNotFoundError:
-                account = PatientAccount.open(program, patient_id)
+                account = PatientAccount.open(program, patient_id, key)
         assert isinstance(account, PatientAccount)
         self._remember(key, account)
         return account
@@ -371,13 +448,51 @@ class Ledger:
         aggregates: Sequence[Any],
         positions: Sequence[Tracking] = (),
         claims: Sequence[InteractionKey] = (),
+        erased: Sequence[UUID] = (),
     ) -> None:
-        self.store.record([a for a in aggregates if a.pending_events], positions, claims)
+        writing = [a for a in aggregates if a.pending_events]
+        writes = self.directory.writes([a.id for a in writing], erased)
+        self._seal_references(writing)
+        try:
+            self.store.record(writing, positions, claims, writes)
+        finally:
+            if self.store.keys is not None:
+                self.store.keys.seal_refs.clear()
+        self.directory.committed(writes)
+        for account in erased:
+            self._cache.pop(account, None)
+
+    def _seal_references(self, writing: Sequence[Any]) -> None:
+        """Referral facts name the other patient: have them sealed with that patient's key
+        (one directory query for the batch, only when it has such facts; ADR 0015)."""
+        keys = self.store.keys
+        if keys is None:
+            return
+        named = {
+            (account.program_id, other)
+            for account in writing
+            if isinstance(account, PatientAccount)
+            for event in account.pending_events
+            if (other := _other_patient(event)) is not None
+        }
+        if not named:
+            return
+        stored = {account.id for account in writing}
+        found = {
+            patient: account
+            for patient, account in self.directory.existing(named).items()
+            if account in stored or not self.directory.is_new(account)
+        }
+        keys.load(found.values())
+        keys.seal_refs = {orjson.dumps(subject)[1:-1]: id for (_, subject), id in found.items()}
 
     def load_account(self, program_id: str, patient_id: str) -> PatientAccount | None:
         """The account as stored (not from the cache), or ``None`` if it was never opened."""
+        key = self.directory.find(program_id, patient_id)
+        if key is None:
+            return None
         try:
-            account: Any = self.store.repository.get(account_id(program_id, patient_id))
+            account: Any = self.store.repository.get(key)
         except AggregateNotFoundError:
             return None
         assert isinstance(account, PatientAccount)
@@ -407,7 +522,8 @@ class Ledger:
         accepted without paying or refused (``domain.entries.statement_lines_of``)."""
         from domain.entries import statement_lines_of  # (local: keeps this change to here)
 
-        events = self.store.events.get(account_id(program_id, patient_id))
+        key = self.directory.find(program_id, patient_id)
+        events = self.store.events.get(key) if key is not None else []
         lines: list[LedgerEntry] = []
         for event in events:
             lines.extend(statement_lines_of(event, lines[-1].balance_after if lines else 0))
@@ -440,8 +556,8 @@ class Ledger:
         report = MaintenanceReport()
         with self._lock:
             batch: dict[UUID, PatientAccount] = {}
-            for patient_id in self._patients(program_id):
-                account = self._account(program, patient_id)
+            for patient_id, key in self._patients(program_id):
+                account = self._account(program, patient_id, key)
                 report.accounts += 1
                 account.maintain(as_of, program)
                 if account.pending_events:
@@ -465,7 +581,7 @@ class Ledger:
             raise
         batch.clear()
 
-    def _patients(self, program_id: str) -> Iterator[str]:
+    def _patients(self, program_id: str) -> Iterator[tuple[str, UUID]]:
         topic = get_topic(PatientAccount.Opened)
         start = 1
         while True:
@@ -474,7 +590,7 @@ class Ledger:
                 opened = self.store.mapper.to_domain_event(notification)
                 assert isinstance(opened, PatientAccount.Opened)
                 if opened.program_id == program_id:
-                    yield opened.patient_id
+                    yield opened.patient_id, opened.originator_id
             if len(notifications) < 1000:
                 return
             start = notifications[-1].id + 1
@@ -529,14 +645,15 @@ class Ledger:
         per account: the relay holds the lock the batch writer needs."""
         self._absent.clear()
         self._preload({event.originator_id for event in events})
-        others: set[UUID] = set()
+        others: list[tuple[str, str]] = []
         for event in events:
             source = self._cache.get(event.originator_id)
             if source is None:  # not cached (a tiny cache): _relay_one loads it
                 continue
             made = isinstance(event, PatientAccount.ReferralMade)
-            others.add(account_id(source.program_id, event.referee if made else event.referrer))
-        self._preload(others)
+            others.append((source.program_id, event.referee if made else event.referrer))
+        if others:
+            self._preload(set(self.directory.resolve(others).values()))
 
     def _relay_one(self, event: Any, touched: dict[UUID, PatientAccount]) -> None:
         source = touched.get(event.originator_id) or self._cached_or_loaded(event.originator_id)
@@ -558,8 +675,8 @@ class Ledger:
     def _touch(
         self, program: Program, patient_id: str, touched: dict[UUID, PatientAccount]
     ) -> PatientAccount:
-        key = account_id(program.program_id, patient_id)
-        account = touched.get(key) or self._account(program, patient_id)
+        (key,) = self.directory.resolve([(program.program_id, patient_id)]).values()
+        account = touched.get(key) or self._account(program, patient_id, key)
         touched[key] = account
         return account
 
@@ -583,3 +700,15 @@ class _Poisoned(Exception):
     def __init__(self, index: int) -> None:
         super().__init__(index)
         self.index = index
+
+
+def _other_patient(event: Any) -> str | None:
+    """The other patient a referral fact names, if it is one."""
+    for name in ("referee", "referrer", "referred_by"):
+        if (other := getattr(event, name, None)) is not None:
+            return str(other)
+    return None
+
+
+def _patient(item: _Prepared) -> tuple[str, str]:
+    return item.addressed.program_id, item.addressed.patient_id

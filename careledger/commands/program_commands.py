@@ -30,7 +30,6 @@ from careledger.commands.rendering import to_json
 from careledger.settings import Settings
 from domain.account import PatientAccount
 from domain.entries import entries_of
-from domain.ids import account_id
 from domain.values import LedgerEntry
 from schemas import program as pf
 from schemas.v1 import DEFAULT_PROGRAM_ID
@@ -276,7 +275,8 @@ def run_explain(args: argparse.Namespace, settings: Settings) -> int:
     if program is None or args.program not in files:
         print(f"no program {args.program}", file=sys.stderr)
         return 1
-    events = list(ledger.store.events.get(account_id(args.program, args.patient)))
+    key = ledger.directory.find(args.program, args.patient)
+    events = list(ledger.store.events.get(key)) if key is not None else []
     if not events:
         print(f"no account for that patient in program {args.program}", file=sys.stderr)
         return 1

@@ -48,6 +48,7 @@ GRANT SELECT ON
     reward_value_by_year,
     refusals_monthly,
     marketing_consent,
+    erasure_settlements,
     program_retention_12m,
     program_retention_12m_monthly
 TO careledger_analyst;

@@ -82,6 +82,10 @@ async def test_the_analyst_role_reads_read_models_only(pg_database: Database, an
         "SELECT count(*) FROM careledger_events",
         "SELECT count(*) FROM notification_tracking",
         "SELECT count(*) FROM projection_positions",
+        # crypto-shredding's key and lookup tables (ADR 0015): never the analysts'
+        "SELECT count(*) FROM account_keys",
+        "SELECT count(*) FROM account_directory",
+        "SELECT count(*) FROM interaction_keys",
         "INSERT INTO dead_letters (origin, code, reason, received_at) "
         "VALUES ('x', 'c', 'r', now())",
         "UPDATE balances SET available = 0",

@@ -34,6 +34,7 @@ from careledger.cli import build_parser
 from careledger.settings import Settings
 from consumers.metrics import WorkerMetrics
 from projections.metrics import ProjectionMetrics
+from schemas.topics import INTERACTIONS_DLQ_RETENTION_MS, INTERACTIONS_DLQ_TOPIC
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -563,7 +564,8 @@ def test_kafka_bootstrap_names_a_listener_the_kafka_service_declares(name: str) 
 
 
 def test_kafka_is_a_single_kraft_node() -> None:
-    (name,) = _services_with_image("apache/kafka:")
+    # (the dlq-retention job runs the same image's tools against it)
+    (name,) = [n for n in _services_with_image("apache/kafka:") if n != "dlq-retention"]
     env = _environment(SERVICES[name])
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     listeners = _listeners(env["KAFKA_LISTENERS"])
@@ -576,6 +578,21 @@ def test_kafka_is_a_single_kraft_node() -> None:
     assert set(_listeners(env["KAFKA_ADVERTISED_LISTENERS"])) <= set(listeners)
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
     assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
+
+
+def test_the_dead_letter_topic_retention_is_the_documented_erasure_bound() -> None:
+    """The DLQ keeps original bytes, so its retention bounds how long a refused record of
+    an erased patient survives (ADR 0015); both workers wait for the job that sets it."""
+    job = SERVICES["dlq-retention"]
+    script = " ".join(job["command"])
+    setting = f"retention.ms={INTERACTIONS_DLQ_RETENTION_MS}"
+    assert script.count(setting) == 2  # on creation, and re-set on an existing topic
+    assert script.count(INTERACTIONS_DLQ_TOPIC) == 2
+    for name in ("worker-1", "worker-2"):
+        condition = _depends_on(SERVICES[name])["dlq-retention"]
+        assert condition == "service_completed_successfully"
+    adr = (ROOT / "docs" / "adr" / "0015-erasure-by-crypto-shredding.md").read_text()
+    assert "7 days" in adr and INTERACTIONS_DLQ_TOPIC in adr
 
 
 # =============================================================================== Prometheus

@@ -51,6 +51,7 @@ MINIMAL_DATA: dict[str, dict[str, Any]] = {
     },
     "consent.changed": {"marketing": True},
     "coverage.changed": {"payer_class": "medicare"},
+    "account.erasure_requested": {"reason": "gdpr_art17"},
     "purchase.recorded": {
         "purchase_id": "pu-1",
         "partner_id": "pharmacy-1",

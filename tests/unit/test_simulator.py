@@ -125,6 +125,7 @@ def test_every_patient_interaction_type_appears_in_a_plausible_mix(
         "membership.purchased",
         "membership.cancelled",
         "prepayment.recorded",
+        "account.erasure_requested",  # a rare, deliberate request (careledger erase), not traffic
     }
     assert mix.most_common(1)[0][0] == "activity.reading"  # the daily device totals
     assert mix["visit.completed"] > mix["payment.recorded"] > mix["review.submitted"]
