@@ -71,6 +71,8 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.worker.positions.pop(tp, None)
                 self.worker._behind_since.pop(tp, None)
                 self.worker.forget_partition_metrics(tp)
+            # whoever gets them may write their accounts (off the loop: a relay may hold the lock)
+            await asyncio.to_thread(self.worker.ledger.forget_accounts)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         # aiokafka only logs a listener's exception: an unsought partition would then be
