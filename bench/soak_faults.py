@@ -177,8 +177,7 @@ class Nemesis:
 
 def _restart(child: Child, sig: signal.Signals, hold_s: float) -> str:
     """Signal ``child``, wait for it to exit, keep it down ``hold_s``, start it again."""
-    child.expected_down = True
-    child.signal(sig)
+    child.take_down(sig)
     status = child.wait(40)
     if status is None:  # a SIGTERM it did not honour in time is a finding; kill to go on
         child.signal(signal.SIGKILL)

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
+from signal import Signals
 from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,9 @@ class Child:
         self.process: subprocess.Popen[bytes] | None = None
         self.expected_down = False  # set while a fault or the shutdown holds it down
         self.starts = 0
+        # held while deciding "down on purpose or not": the supervisor must never see a
+        # child a fault has just signalled as one that died by itself
+        self.lock = threading.RLock()
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -60,7 +64,7 @@ class Child:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def signal(self, sig: signal.Signals) -> None:
+    def signal(self, sig: Signals) -> None:
         if self.alive():
             assert self.process is not None
             self.process.send_signal(sig)
@@ -76,11 +80,18 @@ class Child:
         self._log.flush()
         return self.log_path.read_text(errors="replace")[-chars:]
 
+    def take_down(self, sig: Signals) -> None:
+        """Send ``sig`` to bring it down on purpose (the supervisor leaves it down)."""
+        with self.lock:
+            self.expected_down = True
+            self.signal(sig)
+
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM (after SIGCONT, in case it is paused) and wait; the exit status."""
-        self.expected_down = True
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGTERM)
+        with self.lock:
+            self.expected_down = True
+            self.signal(signal.SIGCONT)
+        self.take_down(signal.SIGTERM)
         return self.wait(timeout) if self.process else None
 
     def close(self) -> None:
@@ -123,13 +134,14 @@ class Supervisor:
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
             for child in self.children:
-                if child.expected_down or child.alive() or child.process is None:
-                    continue
-                status = child.process.poll()
-                at = round(time.monotonic() - self.started, 1)
-                self.exits.append(UnplannedExit(child.name, status, at, child.tail()))
-                time.sleep(1.0)  # no tight restart loop while the cause is still there
-                child.start()
+                with child.lock:
+                    if child.expected_down or child.alive() or child.process is None:
+                        continue
+                    status = child.process.poll()
+                    at = round(time.monotonic() - self.started, 1)
+                    self.exits.append(UnplannedExit(child.name, status, at, child.tail()))
+                    time.sleep(1.0)  # no tight restart loop while the cause is still there
+                    child.start()
 
 
 class Cluster:

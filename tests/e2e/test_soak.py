@@ -26,7 +26,10 @@ SEED = 11
 
 def test_three_minute_soak_passes_with_every_fault(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "bench.soak", "--seed", str(SEED), "--minutes", "3"],
+        [
+            *(sys.executable, "-m", "bench.soak", "--seed", str(SEED), "--minutes", "3"),
+            *("--logs", str(tmp_path / "logs")),  # kept by pytest: every process's log
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
