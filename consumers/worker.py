@@ -208,7 +208,10 @@ class LedgerWorker:
         """
         assert self._consumer is not None
         now = time.monotonic()
+        assigned = self._consumer.assignment()
         for tp, known in list(self.positions.items()):
+            if tp not in assigned:  # revoked while its position was read: nothing to judge
+                continue
             end = self._consumer.highwater(tp)
             if any(r.offset <= known for r in fetched.get(tp, ())):
                 self._fence(tp, known, end)
