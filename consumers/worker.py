@@ -369,6 +369,9 @@ class LedgerWorker:
             stored = await asyncio.to_thread(
                 self.ledger.store.position, position_name(tp.topic, tp.partition)
             )
+            if tp not in self._consumer.assignment():  # revoked while its position was read
+                self.positions.pop(tp, None)
+                continue
             self.positions[tp] = -1 if stored is None else stored
             if stored is None:
                 await self._consumer.seek_to_beginning(tp)
