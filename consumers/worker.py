@@ -72,6 +72,8 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.worker.positions.pop(tp, None)
                 self.worker._behind_since.pop(tp, None)
                 self.worker.forget_partition_metrics(tp)
+            # whoever gets them may write their accounts (off the loop: a relay may hold the lock)
+            await asyncio.to_thread(self.worker.ledger.forget_accounts)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         # aiokafka only logs a listener's exception: an unsought partition would then be
@@ -207,7 +209,10 @@ class LedgerWorker:
         """
         assert self._consumer is not None
         now = time.monotonic()
+        assigned = self._consumer.assignment()
         for tp, known in list(self.positions.items()):
+            if tp not in assigned:  # revoked while its position was read: nothing to judge
+                continue
             end = self._consumer.highwater(tp)
             if any(r.offset <= known for r in fetched.get(tp, ())):
                 self._fence(tp, known, end)
@@ -365,6 +370,9 @@ class LedgerWorker:
             stored = await asyncio.to_thread(
                 self.ledger.store.position, position_name(tp.topic, tp.partition)
             )
+            if tp not in self._consumer.assignment():  # revoked while its position was read
+                self.positions.pop(tp, None)
+                continue
             self.positions[tp] = -1 if stored is None else stored
             if stored is None:
                 await self._consumer.seek_to_beginning(tp)

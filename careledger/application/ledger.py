@@ -439,6 +439,15 @@ class Ledger:
         self._remember(key, account)
         return account
 
+    def forget_accounts(self) -> None:
+        """Drop every cached account. The worker calls it when a rebalance takes partitions
+        away: another worker may then write those accounts, and a decision on the cached copy
+        (a void of a visit it never saw refused as unknown) would commit wherever the batch
+        writes nothing else to that account."""
+        with self._lock:
+            self._cache.clear()
+            self._absent.clear()
+
     def _evict(self, accounts: dict[UUID, PatientAccount]) -> None:
         for key in accounts:
             self._cache.pop(key, None)

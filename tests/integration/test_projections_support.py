@@ -6,14 +6,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from careledger.application.ledger import Inbound, Ledger
 from careledger.bootstrap import build_ledger
 from careledger.settings import Settings
 from projections.database import connect
-from projections.tables import READ_MODEL_TABLES
-from projections.views import VIEWS, select_view
+from projections.snapshot import dump as dump  # the projection tests import it from here
 from tests.conftest import Database
 from tests.events import cloudevent
 
@@ -128,23 +127,6 @@ def _void(patient: str, day: str, target: str, eid: str) -> dict[str, Any]:
 
 def _pay(patient: str, day: str, amount: str, eid: str) -> dict[str, Any]:
     return _event("payment.recorded", patient, day, {"amount": amount, "currency": "USD"}, eid)
-
-
-async def dump(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
-    """Every read model and view, row for row, in a total order (typed on both stores)."""
-    engine = connect(settings.database_url, settings.database_schema)
-    tables: dict[str, list[tuple[Any, ...]]] = {}
-    try:
-        async with engine.connect() as conn:
-            for table in READ_MODEL_TABLES:
-                rows = await conn.execute(select(table).order_by(*table.columns))
-                tables[table.name] = [tuple(row) for row in rows]
-            for name in VIEWS:
-                rows = await conn.execute(select_view(name))
-                tables[name] = [tuple(row) for row in rows]
-    finally:
-        await engine.dispose()
-    return tables
 
 
 async def query(settings: Settings, sql: str, **params: Any) -> list[tuple[Any, ...]]:
