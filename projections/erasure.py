@@ -5,8 +5,9 @@ erasure. The rows of the account's patient are found through ``balances`` (its a
 and then:
 
 * re-keyed to the opaque ``erased-<account id>`` (the id a rebuild decodes the patient as,
-  once the key is gone): balances, wallets, tier history, benefits, activity and the KPI
-  helpers, so every total computed from them stays the same;
+  once the key is gone): balances, wallets, tier history, benefits, activity, the KPI
+  helpers, reward values by year and marketing consent, so every total computed from them
+  stays the same;
 * ``ledger_entries`` keep their points under that id, their interaction id replaced by
   ``erased`` (a rebuild reads each one as a different placeholder, so both become the same
   constant); the zero-point ``noted`` lines, whose ids the projection derives from the
@@ -32,11 +33,13 @@ from projections.tables import (
     benefits,
     erasure_settlements,
     ledger_entries,
+    marketing_consent,
     memberships,
     partner_redemptions,
     patient_activity_days,
     patient_activity_months,
     patient_goal_readings,
+    reward_value_by_year,
     tier_history,
     vouchers,
     wallets,
@@ -52,6 +55,8 @@ RE_KEYED = (
     activity_days,
     patient_activity_months,
     patient_activity_days,
+    reward_value_by_year,
+    marketing_consent,
 )
 DELETED = (vouchers, memberships, partner_redemptions, patient_goal_readings)
 
