@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from careledger.adapters.shredding import KeyRing
 from careledger.adapters.store import open_store
 from careledger.application.programs import load_programs
 from careledger.settings import Settings
@@ -40,7 +41,13 @@ async def open_feed(
 ) -> AsyncIterator[LedgerFeed]:
     """A started feed on the settings' ledger and broker (the topic created if missing)."""
     await ensure_topic(settings.kafka_bootstrap, topic, settings.partitions)
-    store = await asyncio.to_thread(open_store, settings.database_url, settings.database_schema)
+    # with the ledger's secret, so that sealed values read as the patients' ids (ADR 0015)
+    store = await asyncio.to_thread(
+        open_store,
+        settings.database_url,
+        settings.database_schema,
+        keyring=KeyRing.of(settings.ledger_secret),
+    )
     programs = load_programs([settings.programs_dir] if settings.programs_dir else [])
     feed = LedgerFeed(
         store,
