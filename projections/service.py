@@ -7,9 +7,10 @@ from the settings it is given, and closes both when done.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from decimal import Decimal
 
 from prometheus_client import CollectorRegistry
@@ -21,13 +22,20 @@ from careledger.application.programs import load_programs
 from careledger.settings import Settings
 from domain.program import Program
 from projections.changes import TierBenefits
-from projections.database import connect
+from projections.database import ReadModelsOutdated, connect
 from projections.metrics import ProjectionMetrics
 from projections.rebuilding import Rebuilt, Target
 from projections.rebuilding import rebuild as rebuild_read_models
-from projections.runner import READ_MODELS_PROJECTION, ProjectionOptions, Projector
-from projections.source import EventSource
+from projections.runner import (
+    FIRST_BACKOFF,
+    MAX_BACKOFF,
+    READ_MODELS_PROJECTION,
+    ProjectionOptions,
+    Projector,
+)
+from projections.source import EventSource, first_set
 
+log = logging.getLogger(__name__)
 DEFAULT_OPTIONS = ProjectionOptions()
 Programs = Mapping[str, Program]
 
@@ -137,6 +145,42 @@ async def follow(
     registry: CollectorRegistry | None = None,
     programs: Programs | None = None,
 ) -> None:
-    """Follow the ledger until ``stop`` is set."""
-    async with open_projector(settings, options, registry, programs) as projector:
+    """Follow the ledger until ``stop`` is set.
+
+    A start the database refuses (away, restarting, the connection cut) is retried with the
+    follower's back-off, as a failed step is once following: a projector restarted during an
+    outage waits for the database instead of exiting (found by the chaos soak). Read models
+    of another version are not retried: :class:`ReadModelsOutdated` says to rebuild them.
+    """
+    async with AsyncExitStack() as stack:
+        projector = await _started(stack, settings, options, registry, programs, stop)
+        if projector is None:
+            return  # stopped before the database came back
+        log.info("projections following the ledger from position %d", projector.position)
         await projector.follow(stop)
+        log.info("projections stopped at position %d", projector.position)
+
+
+async def _started(
+    stack: AsyncExitStack,
+    settings: Settings,
+    options: ProjectionOptions,
+    registry: CollectorRegistry | None,
+    programs: Programs | None,
+    stop: asyncio.Event,
+) -> Projector | None:
+    backoff = FIRST_BACKOFF
+    while not stop.is_set():
+        try:
+            return await stack.enter_async_context(
+                open_projector(settings, options, registry, programs)
+            )
+        except ReadModelsOutdated:
+            raise
+        except Exception as exc:  # (only the type: a message may quote a value)
+            log.warning(
+                "projections could not start (%s); retrying in %.1fs", type(exc).__name__, backoff
+            )
+            await first_set(stop, timeout=backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+    return None

@@ -18,7 +18,7 @@ from careledger.settings import Settings
 from domain.program import Program
 from projections.rebuilding import replay_processes
 from projections.runner import ProjectionOptions
-from projections.service import open_projector, rebuild
+from projections.service import follow, open_projector, rebuild
 
 log = logging.getLogger(__name__)
 Programs = dict[str, Program]
@@ -114,10 +114,7 @@ async def _follow(settings: Settings, options: ProjectionOptions, programs: Prog
         server, _ = start_http_server(settings.metrics_port, registry=registry)
         log.info("metrics on :%d/metrics", settings.metrics_port)
     try:
-        async with open_projector(settings, options, registry, programs) as projector:
-            log.info("projections following the ledger from position %d", projector.position)
-            await projector.follow(stop)
-            log.info("projections stopped at position %d", projector.position)
+        await follow(settings, stop, options, registry, programs)
     finally:
         if server is not None:
             server.shutdown()
