@@ -145,6 +145,16 @@ class PostgresLedgerRecorder(PostgresProcessRecorder):
                 for row in curs.fetchall()
             ]
 
+    def select_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """Each aggregate's stored version (absent ones left out), in one query."""
+        statement = SQL(
+            "SELECT originator_id, max(originator_version) AS version FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, [list(originator_ids)])
+            return {row["originator_id"]: row["version"] for row in curs.fetchall()}
+
     def select_interaction_keys(self, keys: Sequence[bytes]) -> KeyOwners:
         """Who already holds each of ``keys`` (absent keys are left out), in one query."""
         if not keys:
@@ -253,6 +263,23 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder):
                     for row in c.fetchall()
                 )
         return events
+
+    def select_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """Each aggregate's stored version (absent ones left out)."""
+        versions: dict[UUID, int] = {}
+        ids = [i.hex for i in originator_ids]
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                c.execute(
+                    f"SELECT originator_id, max(originator_version) AS version FROM "
+                    f"{self.events_table_name} WHERE originator_id IN "
+                    f"({','.join('?' * len(chunk))}) GROUP BY originator_id",
+                    chunk,
+                )
+                for row in c.fetchall():
+                    versions[UUID(str(row["originator_id"]))] = row["version"]
+        return versions
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -446,6 +473,12 @@ class LedgerStore(Application[UUID]):
                 interaction_keys=list(interaction_keys),
                 directory=directory,
             )
+
+    def stored_versions(self, ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The version each of ``ids`` is stored at (never-stored ones left out), one query."""
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresLedgerRecorder | SQLiteLedgerRecorder)
+        return recorder.select_versions(ids)
 
     def find_interaction_keys(self, keys: Sequence[bytes]) -> KeyOwners:
         """The account and content digest each of ``keys`` was accepted with, in one query."""

@@ -175,6 +175,8 @@ class Ledger:
                     return self._apply_prepared(prepared, positions, poisoned, before_commit)
                 except _Poisoned as poison:
                     poisoned.add(poison.index)
+                except _StaleAccounts as stale:  # (the batch's accounts are evicted: reloaded)
+                    log.warning("%d cached accounts were stale; reloading accounts", stale.count)
                 except IntegrityError:
                     self.directory.reset()
                     if self._positions_behind(positions):
@@ -236,7 +238,11 @@ class Ledger:
         for item in live:
             item.account_key = ids[_patient(item)]
         self._find_accounts_of_invalid(prepared)
-        self._preload({item.account_key for item in live if item.account_key is not None})
+        keys = {item.account_key for item in live if item.account_key is not None}
+        # Cached accounts as the batch found them: another writer may have moved one on.
+        cached = {key: self._cache[key].version for key in keys if key in self._cache}
+        suspects: set[UUID] = set()  # cached accounts that refused something in this batch
+        self._preload(keys)
         # Keys held in the whole ledger; the batch adds the keys it accepts as it goes.
         owners = self.store.find_interaction_keys([i.key for i in live])
         gone = self.directory.erased({owner for owner, _ in owners.values()}) if owners else set()
@@ -249,11 +255,11 @@ class Ledger:
                     if old not in reopened:
                         reopened[old] = self.directory.reopen(_patient(item))
                     item.account_key = reopened[old]
-                result = (
-                    item.result
-                    or self._key_taken(item, owners, gone)
-                    or self._apply_one(index, item, touched, poisoned)
-                )
+                result = item.result or self._key_taken(item, owners, gone)
+                if result is None:
+                    result = self._apply_one(index, item, touched, poisoned)
+                    if result.outcome == REJECTED and item.account_key in cached:
+                        suspects.add(item.account_key)
                 if result.outcome == ACCEPTED:
                     claims.append(self._claim(item, owners))
                     if result.event_type == ErasureRequest.kind:
@@ -269,6 +275,7 @@ class Ledger:
                 for event in account.pending_events
                 for entry in entries_of(event)
             ]
+            self._refuse_only_on_stored_state(suspects, cached)
             if before_commit is not None:
                 before_commit(results)
             self._seal_dead_letters(rejections, touched)
@@ -281,6 +288,23 @@ class Ledger:
             if self.store.keys is not None:
                 self.store.keys.seal_as.clear()
         return Batch(results, entries)
+
+    def _refuse_only_on_stored_state(self, suspects: set[UUID], cached: dict[UUID, int]) -> None:
+        """Raise :class:`_StaleAccounts` if an account that refused something was decided on
+        a cached copy that another writer has since moved on.
+
+        A write to such an account would conflict at commit, but a refusal writes nothing to
+        it: decided on a stale copy (another worker's partition, the referral relay of
+        another process) it would commit, and its dead letter go out, for a record the
+        stored account accepts. One query, only when the batch refused something on a
+        cached account.
+        """
+        if not suspects:
+            return
+        stored = self.store.stored_versions(sorted(suspects))
+        stale = [key for key in suspects if stored.get(key) != cached[key]]
+        if stale:
+            raise _StaleAccounts(len(stale))
 
     def _find_accounts_of_invalid(self, prepared: list[_Prepared]) -> None:
         """The existing accounts of invalid events' subjects (never opened): their dead
@@ -703,6 +727,12 @@ class Ledger:
         while handled := self.relay_referrals():
             total += handled
         return total
+
+
+class _StaleAccounts(Exception):
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
 
 
 class _Poisoned(Exception):

@@ -7,7 +7,9 @@ against an account without that visit: ``unknown_interaction``. When the batch w
 else to that account the refusal commits (the void is lost, the balance is wrong); when it
 does, the write conflicts and the batch is retried on reloaded accounts, but the dead letters
 of the stale attempt are already on the DLQ topic (``before_commit``), naming a record the
-ledger accepted. A rebalance therefore drops the cached accounts.
+ledger accepted. A rebalance therefore drops the cached accounts, and any refusal decided on a
+cached account is checked against its stored version before the batch commits (other writers,
+such as the referral relay of another process, move accounts on without a rebalance).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from consumers.metrics import WorkerMetrics
 from consumers.worker import LedgerWorker, _SeekToStoredPositions
 from tests.conftest import Database
 from tests.events import cloudevent
+from tests.integration.test_ledger_store import ledger_for
 from tests.integration.test_worker_support import CLEAN_NOW, PROGRAM, ledger_at
 
 pytestmark = pytest.mark.integration
@@ -81,13 +84,33 @@ def test_a_rebalance_makes_the_worker_decide_on_the_stored_accounts(
     assert balance is not None and balance.available == 100  # visit 1 only
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the ledger trusts its account cache: only a rebalance (the worker) drops it",
-)
 def test_a_ledger_decides_on_the_stored_account_without_being_told(
     pg_database: Database,
 ) -> None:
+    """Without a rebalance too (the referral relay of another process writes accounts a
+    worker caches): a refusal decided on a cached account is checked against the stored
+    version before anything is committed or dead-lettered."""
     a = another_writer_moves_on(pg_database)
+    letters: list[list[str]] = []
+    batch = a.apply_batch(
+        [void_of_visit(2)],
+        before_commit=lambda results: letters.append([r.outcome for r in results]),
+    )
+    assert [(r.outcome, r.code) for r in batch.results] == [(ACCEPTED, None)]
+    assert letters == [[ACCEPTED]]  # the stale refusal never reached the dead-letter step
+    balance = a.balance(PROGRAM, PATIENT)
+    assert balance is not None and balance.available == 100  # visit 1 only
+
+
+def test_two_ledgers_on_one_store_refuse_only_on_the_stored_account(database: Database) -> None:
+    """The same check on both stores (``LedgerStore.stored_versions``): SQLite and PostgreSQL."""
+    a, b = ledger_for(database), ledger_for(database)
+    assert [r.outcome for r in a.apply_batch([visit(1)]).results] == [ACCEPTED]
+    assert [r.outcome for r in b.apply_batch([visit(2)]).results] == [ACCEPTED]
     results = a.apply_batch([void_of_visit(2)]).results
     assert [(r.outcome, r.code) for r in results] == [(ACCEPTED, None)]
+    # and a refusal on an account nobody moved stays a refusal (no retry loop)
+    again = a.apply_batch([void_of_visit(2)]).results  # a duplicate of the void
+    assert [r.outcome for r in again] == ["duplicate"]
+    unknown = a.apply_batch([void_of_visit(3)]).results
+    assert [(r.outcome, r.code) for r in unknown] == [("rejected", "unknown_interaction")]
