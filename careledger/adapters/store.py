@@ -242,44 +242,41 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder):
 
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of several aggregates, ordered by aggregate and version."""
-        events: list[StoredEvent] = []
-        ids = [i.hex for i in originator_ids]
-        with self.datastore.transaction(commit=False) as c:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                c.execute(
-                    f"SELECT originator_id, originator_version, topic, state FROM "
-                    f"{self.events_table_name} WHERE originator_id IN "
-                    f"({','.join('?' * len(chunk))}) ORDER BY originator_id, originator_version",
-                    chunk,
-                )
-                events.extend(
-                    StoredEvent(
-                        self.convert_originator_id(row["originator_id"]),
-                        row["originator_version"],
-                        row["topic"],
-                        row["state"],
-                    )
-                    for row in c.fetchall()
-                )
-        return events
+        return [
+            StoredEvent(
+                self.convert_originator_id(row["originator_id"]),
+                row["originator_version"],
+                row["topic"],
+                row["state"],
+            )
+            for row in self._rows_of(
+                originator_ids,
+                "SELECT originator_id, originator_version, topic, state FROM {table} "
+                "WHERE originator_id IN ({ids}) ORDER BY originator_id, originator_version",
+            )
+        ]
 
     def select_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
         """Each aggregate's stored version (absent ones left out)."""
-        versions: dict[UUID, int] = {}
+        rows = self._rows_of(
+            originator_ids,
+            "SELECT originator_id, max(originator_version) AS version FROM {table} "
+            "WHERE originator_id IN ({ids}) GROUP BY originator_id",
+        )
+        return {UUID(str(row["originator_id"])): row["version"] for row in rows}
+
+    def _rows_of(self, originator_ids: Sequence[UUID], query: str) -> list[Any]:
+        """``query``'s rows for several aggregates, 500 ids per statement (SQLite's limit on
+        bound parameters); ``{table}`` is the events table, ``{ids}`` the placeholders."""
         ids = [i.hex for i in originator_ids]
+        rows: list[Any] = []
         with self.datastore.transaction(commit=False) as c:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
-                c.execute(
-                    f"SELECT originator_id, max(originator_version) AS version FROM "
-                    f"{self.events_table_name} WHERE originator_id IN "
-                    f"({','.join('?' * len(chunk))}) GROUP BY originator_id",
-                    chunk,
-                )
-                for row in c.fetchall():
-                    versions[UUID(str(row["originator_id"]))] = row["version"]
-        return versions
+                marks = ",".join("?" * len(chunk))
+                c.execute(query.format(table=self.events_table_name, ids=marks), chunk)
+                rows.extend(c.fetchall())
+        return rows
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
